@@ -1,0 +1,104 @@
+"""The registry of scheduled jobs: the single source of every schedule.
+
+Pure data, standard library only. Read by the CDK app (one Lambda and one
+EventBridge Scheduler schedule per entry), by the Lambdas themselves, by the
+local runner, by the README's job table and by the tests. Nothing else in the
+repository repeats a schedule expression.
+
+A job's `name` is the stem of its entry point `bin/lambda/<name>.py`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+MINUTE = 60
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+
+
+class Need(enum.StrEnum):
+    """What a job needs at run time; infra grants exactly these."""
+
+    BROKER = "broker"  # VPC access to Redis and read access to its AUTH secret
+    METRICS = "metrics"  # cloudwatch:PutMetricData in the job's namespace
+    ECS_READ = "ecs_read"  # ecs:DescribeServices on the worker service
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """An EventBridge Scheduler expression and the time zone it is read in."""
+
+    expression: str  # "rate(1 minute)" or "cron(min hour dom month dow year)"
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often a missed or failed run is tried again.
+
+    `scheduler_attempts`/`max_event_age_seconds` bound EventBridge Scheduler's
+    delivery retries; `lambda_async_retries` bounds Lambda's own retries of a
+    run that raised. A retried run must not double an effect: jobs that mutate
+    rely on UNIQUE keys, not on these numbers.
+    """
+
+    scheduler_attempts: int
+    max_event_age_seconds: int
+    lambda_async_retries: int = 0
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    summary: str
+    schedule: Schedule
+    period_seconds: int  # nominal period; the missed-run alarm allows 1.5x
+    timeout_seconds: int
+    memory_mb: int
+    needs: frozenset[Need]
+    retry: RetryPolicy
+    idempotency: str  # what makes a replayed or concurrent run harmless
+    mutating: bool = False  # mutating jobs accept {"dry_run": true}
+    environment: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def entry_point(self) -> str:
+        return f"bin/lambda/{self.name}.py"
+
+    @property
+    def handler(self) -> str:
+        return f"{self.name}.handler"
+
+
+JOBS: tuple[Job, ...] = (
+    Job(
+        name="worker_monitor",
+        summary=(
+            "Reads Celery queue depth (pending + reserved) from Redis and publishes it, "
+            "with the worker service's running count, as high-resolution CloudWatch metrics."
+        ),
+        schedule=Schedule("rate(1 minute)"),
+        period_seconds=MINUTE,
+        # 6 readings 10 s apart fill the minute; the handler stops sampling
+        # early when its remaining time runs low.
+        timeout_seconds=75,
+        memory_mb=256,
+        needs=frozenset({Need.BROKER, Need.METRICS, Need.ECS_READ}),
+        # A late reading is worthless: the next minute's run replaces it.
+        retry=RetryPolicy(scheduler_attempts=0, max_event_age_seconds=60, lambda_async_retries=0),
+        idempotency="Publishes readings only; a duplicate run adds datapoints and changes nothing else.",
+        environment=MappingProxyType({"SAMPLES": "6", "SAMPLE_INTERVAL_SECONDS": "10"}),
+    ),
+)
+
+
+def job(name: str) -> Job:
+    """The registry entry called `name` (KeyError names the unknown job)."""
+    for entry in JOBS:
+        if entry.name == name:
+            return entry
+    raise KeyError(f"no scheduled job named {name!r}; known: {', '.join(j.name for j in JOBS)}")

@@ -1,0 +1,1 @@
+"""The whole system on one machine: throwaway servers and the local runner."""
