@@ -22,6 +22,10 @@ from beatless.errors import InvalidInput
 
 KOMBU_PRIORITY_SEP = "\x06\x16"
 KOMBU_DEFAULT_PRIORITY_STEPS: tuple[int, ...] = (0, 3, 6, 9)
+# Beatless' default: one list per Celery priority, so every level of the
+# product's priority scale (beatless.priorities) is served in order. The
+# worker and the monitor both default to this through TransportOptions.
+BEATLESS_PRIORITY_STEPS: tuple[int, ...] = tuple(range(10))
 KOMBU_UNACKED_KEY = "unacked"
 KOMBU_MAX_PRIORITY = 9
 
@@ -33,7 +37,7 @@ _DEPTH_OPTIONS = {"priority_steps", "sep", "global_keyprefix", "unacked_key"}
 class TransportOptions:
     """The subset of kombu's Redis transport options that decides key names."""
 
-    priority_steps: tuple[int, ...] = KOMBU_DEFAULT_PRIORITY_STEPS
+    priority_steps: tuple[int, ...] = BEATLESS_PRIORITY_STEPS
     sep: str = KOMBU_PRIORITY_SEP
     global_keyprefix: str = ""
     unacked_key: str = KOMBU_UNACKED_KEY
@@ -46,7 +50,7 @@ class TransportOptions:
     ) -> TransportOptions:
         if not isinstance(options, Mapping):
             raise InvalidInput(field, f"must be a JSON object, got {type(options).__name__}")
-        steps = options.get("priority_steps", KOMBU_DEFAULT_PRIORITY_STEPS)
+        steps = options.get("priority_steps", BEATLESS_PRIORITY_STEPS)
         if (
             not isinstance(steps, list | tuple)
             or not steps

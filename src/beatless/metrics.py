@@ -18,5 +18,12 @@ DESIRED_TASKS = "DesiredTasks"  # the service's desired count
 MONITOR_HEARTBEAT = "MonitorHeartbeat"  # 1 per successful reading
 MONITOR_ERRORS = "MonitorErrors"  # 1 per failed reading (Redis or ECS unreadable)
 
+# Emitted by each worker task (EMF log lines, no IAM needed), dimension TASK_ID_DIMENSION:
+TASK_PROTECTED = "TaskProtected"  # 1 while the task holds ECS scale-in protection, else 0
+TASK_ID_DIMENSION = "TaskId"
+# Emitted by each worker, dimension REASON_DIMENSION (DEPLOYMENT_BLOCKED, AccessDenied, Timeout, ...)
+PROTECTION_FAILURES = "ProtectionFailures"
+REASON_DIMENSION = "Reason"
+
 # High resolution: stored at 1 s so alarms can use 10 s periods.
 STORAGE_RESOLUTION_SECONDS = 1
