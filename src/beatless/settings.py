@@ -29,7 +29,9 @@ def env_required(env: Env, name: str) -> str:
     return value
 
 
-def env_int(env: Env, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+def env_int(
+    env: Env, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
     raw = env.get(name)
     if raw is None or not raw.strip():
         return default
