@@ -1,0 +1,70 @@
+"""Helpers of the worker monitor tests: a Lambda context, and what CloudWatch
+(moto) holds or was sent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from beatless import metrics
+
+
+@dataclass
+class LambdaContext:
+    """The attributes of the context the Lambda runtime passes to a handler."""
+
+    remaining_ms: Callable[[], int] = lambda: 60_000
+    function_name: str = "worker_monitor"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:worker_monitor"
+    aws_request_id: str = "c0ffee00-0000-4000-8000-000000000000"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms()
+
+
+@dataclass
+class PutMetricDataCalls:
+    """Every PutMetricData request a client sends (observed, not altered)."""
+
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def attach(self, cloudwatch: Any) -> PutMetricDataCalls:
+        cloudwatch.meta.events.register("provide-client-params.monitoring.PutMetricData", self._record)
+        return self
+
+    def _record(self, params: dict[str, Any], **_: Any) -> None:
+        self.calls.append(params)
+
+    @property
+    def data(self) -> list[dict[str, Any]]:
+        return [datum for call in self.calls for datum in call["MetricData"]]
+
+
+def metric_names(cloudwatch: Any, namespace: str = metrics.DEFAULT_NAMESPACE) -> set[str]:
+    listed = cloudwatch.list_metrics(Namespace=namespace)["Metrics"]
+    return {m["MetricName"] for m in listed}
+
+
+def values(
+    cloudwatch: Any,
+    name: str,
+    queue: str | None = None,
+    namespace: str = metrics.DEFAULT_NAMESPACE,
+    start: datetime | None = None,
+) -> list[float]:
+    """The datapoints stored for a metric, oldest first (1 s buckets)."""
+    dimensions = [{"Name": metrics.QUEUE_DIMENSION, "Value": queue}] if queue else []
+    now = datetime.now(UTC)
+    points = cloudwatch.get_metric_statistics(
+        Namespace=namespace,
+        MetricName=name,
+        Dimensions=dimensions,
+        StartTime=start or now - timedelta(hours=1),
+        EndTime=now + timedelta(hours=1),
+        Period=1,
+        Statistics=["Maximum"],
+    )["Datapoints"]
+    return [p["Maximum"] for p in sorted(points, key=lambda p: p["Timestamp"])]
