@@ -32,7 +32,7 @@ class PutMetricDataCalls:
     calls: list[dict[str, Any]] = field(default_factory=list)
 
     def attach(self, cloudwatch: Any) -> PutMetricDataCalls:
-        cloudwatch.meta.events.register("provide-client-params.monitoring.PutMetricData", self._record)
+        cloudwatch.meta.events.register("provide-client-params.cloudwatch.PutMetricData", self._record)
         return self
 
     def _record(self, params: dict[str, Any], **_: Any) -> None:
@@ -68,3 +68,21 @@ def values(
         Statistics=["Maximum"],
     )["Datapoints"]
     return [p["Maximum"] for p in sorted(points, key=lambda p: p["Timestamp"])]
+
+
+def totals(
+    cloudwatch: Any, name: str, queue: str | None = None, namespace: str = metrics.DEFAULT_NAMESPACE
+) -> tuple[int, float]:
+    """(number of datapoints, their sum) stored for a metric in the last hour."""
+    dimensions = [{"Name": metrics.QUEUE_DIMENSION, "Value": queue}] if queue else []
+    now = datetime.now(UTC)
+    points = cloudwatch.get_metric_statistics(
+        Namespace=namespace,
+        MetricName=name,
+        Dimensions=dimensions,
+        StartTime=now - timedelta(hours=1),
+        EndTime=now + timedelta(hours=1),
+        Period=7200,
+        Statistics=["SampleCount", "Sum"],
+    )["Datapoints"]
+    return int(sum(p["SampleCount"] for p in points)), sum(p["Sum"] for p in points)
