@@ -1,0 +1,1 @@
+"""The Beatless CDK app: `app.py` reads context, `stacks/` compose, `constructs/` build."""

@@ -1,0 +1,192 @@
+"""The Celery worker service: an ECS cluster and a Fargate service running the
+image built from `worker/Dockerfile` (or an image given by URI).
+
+The container's environment is exactly what the worker reads; the broker
+password reaches it only through ECS `secrets` (from Secrets Manager at task
+start), never as a plain value. The stop timeout and WORKER_STOP_TIMEOUT_SECONDS
+come from one constant. The task role may set and read scale-in protection
+only on tasks of this cluster.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from aws_cdk import Acknowledgment, ArnFormat, Duration, Stack, Validations
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from infra.config import WorkerConfig
+
+# Never sent to the image build: the build context is the repository root, and
+# the worker's .dockerignore (an allow-list) is read first; these make staging
+# cheap even before it exists or if it is loosened.
+ASSET_EXCLUDES = (
+    ".git",
+    ".venv",
+    "node_modules",
+    "cdk.out",
+    "build",
+    ".beatless",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".hypothesis",
+    "**/__pycache__",
+    "**/*.pyc",
+)
+
+_ECR_URI = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com/(?P<repo>[^:@]+)(?::(?P<tag>[^@]+))?$"
+)
+
+
+def worker_image(scope: Construct, repo_root: Path, image_uri: str | None) -> ecs.ContainerImage:
+    """The image from a URI (ECR images get pull permissions), else built from the repository."""
+    if image_uri:
+        match = _ECR_URI.match(image_uri)
+        if match:
+            repository = ecr.Repository.from_repository_attributes(
+                scope,
+                "WorkerImageRepository",
+                repository_name=match["repo"],
+                repository_arn=Stack.of(scope).format_arn(
+                    service="ecr",
+                    account=match["account"],
+                    region=match["region"],
+                    resource="repository",
+                    resource_name=match["repo"],
+                ),
+            )
+            return ecs.ContainerImage.from_ecr_repository(repository, match["tag"] or "latest")
+        return ecs.ContainerImage.from_registry(image_uri)
+    # Only staged at synth (no Docker needed); built and pushed by `cdk deploy`.
+    return ecs.ContainerImage.from_asset(
+        str(repo_root),
+        file="worker/Dockerfile",
+        exclude=list(ASSET_EXCLUDES),
+        platform=ecr_assets.Platform.LINUX_AMD64,
+    )
+
+
+class WorkerService(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        config: WorkerConfig,
+        vpc: ec2.IVpc,
+        subnets: ec2.SubnetSelection,
+        broker_security_group: ec2.ISecurityGroup,
+        broker_url: str,
+        broker_password: secretsmanager.ISecret,
+        metrics_namespace: str,
+        image: ecs.ContainerImage,
+        log_retention: logs.RetentionDays,
+    ):
+        super().__init__(scope, id)
+        self.config = config
+        self.cluster = ecs.Cluster(
+            self, "Cluster", vpc=vpc, container_insights_v2=ecs.ContainerInsights.ENABLED
+        )
+        self.task_definition = ecs.FargateTaskDefinition(
+            self,
+            "TaskDefinition",
+            cpu=config.cpu,
+            memory_limit_mib=config.memory_mib,
+            runtime_platform=ecs.RuntimePlatform(
+                cpu_architecture=ecs.CpuArchitecture.X86_64,
+                operating_system_family=ecs.OperatingSystemFamily.LINUX,
+            ),
+        )
+        self.environment: Mapping[str, str] = {
+            "BROKER_URL": broker_url,
+            "WORKER_QUEUES": ",".join(config.queues),
+            "BROKER_TRANSPORT_OPTIONS": config.transport_options_json,
+            "WORKER_CONCURRENCY": str(config.concurrency),
+            "WORKER_STOP_TIMEOUT_SECONDS": str(config.stop_timeout_seconds),
+            "METRICS_NAMESPACE": metrics_namespace,
+        }
+        self.container = self.task_definition.add_container(
+            "worker",
+            image=image,
+            essential=True,
+            environment=dict(self.environment),
+            secrets={"BROKER_PASSWORD": ecs.Secret.from_secrets_manager(broker_password)},
+            stop_timeout=Duration.seconds(config.stop_timeout_seconds),
+            health_check=ecs.HealthCheck(
+                command=["CMD", "python", "-m", "worker.healthcheck"],
+                interval=Duration.seconds(30),
+                timeout=Duration.seconds(10),
+                retries=3,
+                start_period=Duration.seconds(60),
+            ),
+            logging=ecs.LogDrivers.aws_logs(
+                stream_prefix="worker",
+                log_group=logs.LogGroup(self, "Logs", retention=log_retention),
+            ),
+        )
+        self._allow_task_protection()
+        self.service = ecs.FargateService(
+            self,
+            "Service",
+            cluster=self.cluster,
+            task_definition=self.task_definition,
+            vpc_subnets=subnets,
+            security_groups=[broker_security_group],
+            assign_public_ip=False,
+            min_healthy_percent=100,
+            max_healthy_percent=200,
+            circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
+            # No desired count: Application Auto Scaling owns it (cdk.json sets
+            # @aws-cdk/aws-ecs:removeDefaultDesiredCount so deploys never reset it).
+        )
+        self._acknowledge()
+
+    def _allow_task_protection(self) -> None:
+        # Scoped to this cluster's tasks: the task ID is not known before the task starts.
+        tasks_of_cluster = Stack.of(self).format_arn(
+            service="ecs",
+            resource="task",
+            resource_name=f"{self.cluster.cluster_name}/*",
+            arn_format=ArnFormat.SLASH_RESOURCE_NAME,
+        )
+        self.task_definition.add_to_task_role_policy(
+            iam.PolicyStatement(
+                actions=["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"],
+                resources=[tasks_of_cluster],
+            )
+        )
+
+    def _acknowledge(self) -> None:
+        task_role_policy = self.task_definition.task_role.node.try_find_child("DefaultPolicy")
+        Validations.of(task_role_policy or self.task_definition).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ecs:"
+                f"{Stack.of(self).region}:{Stack.of(self).account}:task/"
+                f"<{Stack.of(self).get_logical_id(self.cluster.node.default_child)}>/*]",
+                reason=(
+                    "Scale-in protection (ecs:UpdateTaskProtection/GetTaskProtection) on this cluster's "
+                    "tasks only; a task's ID exists only once it runs, so the task part is a wildcard."
+                ),
+            ),
+        )
+        Validations.of(self.task_definition).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions::AwsSolutions-ECS2",
+                reason=(
+                    "The plain environment holds only non-secret settings (broker endpoint without "
+                    "password, queue names, kombu key layout, concurrency, stop timeout, metrics "
+                    "namespace); the one secret, BROKER_PASSWORD, comes from Secrets Manager via ECS secrets."
+                ),
+            ),
+        )

@@ -1,0 +1,87 @@
+"""Composes the Beatless stacks from a `Config`.
+
+network -> broker -> monitoring -> worker -> jobs: each stack only points
+"down" this list (monitoring refers to nothing), so there are no cycles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import App, Environment, Tags
+from aws_cdk import aws_logs as logs
+
+from infra.config import RETENTION_DAYS, Config
+from infra.constructs.scheduled_job import BrokerAccess, JobResources, WorkerServiceAccess
+from infra.stacks.broker import BrokerStack
+from infra.stacks.jobs import ScheduledJobsStack
+from infra.stacks.monitoring import MonitoringStack
+from infra.stacks.network import NetworkStack
+from infra.stacks.worker import WorkerStack
+
+
+@dataclass(frozen=True)
+class BeatlessStacks:
+    network: NetworkStack
+    broker: BrokerStack
+    monitoring: MonitoringStack
+    worker: WorkerStack
+    jobs: ScheduledJobsStack
+
+    def all(self) -> tuple[NetworkStack, BrokerStack, MonitoringStack, WorkerStack, ScheduledJobsStack]:
+        return (self.network, self.broker, self.monitoring, self.worker, self.jobs)
+
+
+def build(app: App, config: Config) -> BeatlessStacks:
+    env = Environment(account=config.account, region=config.region)
+    retention = logs.RetentionDays[RETENTION_DAYS[config.log_retention_days]]
+    p = config.prefix
+    network = NetworkStack(app, f"{p}Network", env=env, config=config.network, log_retention=retention)
+    broker = BrokerStack(app, f"{p}Broker", env=env, config=config.broker, network=network.network)
+    monitoring = MonitoringStack(app, f"{p}Monitoring", env=env, config=config)
+    worker = WorkerStack(
+        app,
+        f"{p}Workers",
+        env=env,
+        config=config.worker,
+        network=network.network,
+        broker=broker.broker,
+        metrics_namespace=config.metrics_namespace,
+        repo_root=config.lambda_source.repo_root,
+        log_retention=retention,
+    )
+    redis = broker.broker
+    resources = JobResources(
+        broker=BrokerAccess(
+            vpc=network.network.vpc,
+            subnets=network.network.private_subnets,
+            security_group=redis.client_security_group,
+            auth_secret=redis.auth_token,
+            environment={
+                "BROKER_URL": redis.url,
+                "QUEUES": ",".join(config.worker.queues),
+                # The very string the worker gets, so both count the same keys.
+                "BROKER_TRANSPORT_OPTIONS": worker.workers.environment["BROKER_TRANSPORT_OPTIONS"],
+            },
+        ),
+        metrics_namespace=config.metrics_namespace,
+        worker_service=WorkerServiceAccess(
+            cluster_name=worker.workers.cluster.cluster_name,
+            service_name=worker.workers.service.service_name,
+            service_arn=worker.workers.service.service_arn,
+        ),
+    )
+    jobs = ScheduledJobsStack(
+        app,
+        f"{p}Jobs",
+        env=env,
+        jobs=config.jobs,
+        source=config.lambda_source,
+        resources=resources,
+        alarm_topic=monitoring.alarms.topic,
+        log_retention=retention,
+    )
+    stacks = BeatlessStacks(network, broker, monitoring, worker, jobs)
+    for stack in stacks.all():
+        Tags.of(stack).add("project", "beatless")
+    return stacks

@@ -1,0 +1,55 @@
+"""The worker stack: the Celery worker service and its queue-depth autoscaling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import Stack
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra.config import WorkerConfig
+from infra.constructs.network import Network
+from infra.constructs.queue_scaling import QueueDepthScaling
+from infra.constructs.redis_broker import RedisBroker
+from infra.constructs.worker_service import WorkerService, worker_image
+
+
+class WorkerStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        config: WorkerConfig,
+        network: Network,
+        broker: RedisBroker,
+        metrics_namespace: str,
+        repo_root: Path,
+        log_retention: logs.RetentionDays,
+        **kwargs: Any,
+    ):
+        super().__init__(scope, id, **kwargs)
+        self.workers = WorkerService(
+            self,
+            "Workers",
+            config=config,
+            vpc=network.vpc,
+            subnets=network.private_subnets,
+            broker_security_group=broker.client_security_group,
+            broker_url=broker.url,
+            broker_password=broker.auth_token,
+            metrics_namespace=metrics_namespace,
+            image=worker_image(self, repo_root, config.image_uri),
+            log_retention=log_retention,
+        )
+        self.scaling = QueueDepthScaling(
+            self,
+            "Scaling",
+            service=self.workers.service,
+            cluster=self.workers.cluster,
+            queues=config.queues,
+            namespace=metrics_namespace,
+            params=config.scaling,
+        )
