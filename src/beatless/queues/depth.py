@@ -69,7 +69,7 @@ class DepthReader:
     def read(self) -> DepthReading:
         """One reading: one EVALSHA (EVAL once after a script cache flush)."""
         try:
-            reply = self._script(keys=self.keys, args=list(self.queues), client=self.client)
+            reply = self._script(keys=self.keys, args=[self._steps, *self.queues], client=self.client)
         except redis.AuthenticationError as exc:
             raise BrokerAuthenticationFailed(f"Redis refused the credentials: {exc}") from exc
         except redis.RedisError as exc:
@@ -77,16 +77,10 @@ class DepthReader:
         return self._parse(reply)
 
     def _parse(self, reply: Any) -> DepthReading:
-        lists = len(self.keys) - 1
-        expected = lists + len(self.queues) + 2
-        if (
-            not isinstance(reply, list)
-            or len(reply) != expected
-            or not all(isinstance(n, int) for n in reply)
-        ):
+        n = len(self.queues)
+        if not isinstance(reply, list) or len(reply) != 2 * n + 2 or not all(isinstance(v, int) for v in reply):
             raise BrokerUnreadable(f"unexpected reply from the depth script: {reply!r:.200}")
-        queues = {}
-        for i, queue in enumerate(self.queues):
-            pending = sum(reply[i * self._steps : (i + 1) * self._steps])
-            queues[queue] = QueueDepth(pending=pending, reserved=reply[lists + i])
+        queues = {
+            queue: QueueDepth(pending=reply[i], reserved=reply[n + i]) for i, queue in enumerate(self.queues)
+        }
         return DepthReading(queues=queues, other_reserved=reply[-2], unparsed_reserved=reply[-1])
