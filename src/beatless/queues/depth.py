@@ -78,7 +78,11 @@ class DepthReader:
 
     def _parse(self, reply: Any) -> DepthReading:
         n = len(self.queues)
-        if not isinstance(reply, list) or len(reply) != 2 * n + 2 or not all(isinstance(v, int) for v in reply):
+        if (
+            not isinstance(reply, list)
+            or len(reply) != 2 * n + 2
+            or not all(isinstance(v, int) for v in reply)
+        ):
             raise BrokerUnreadable(f"unexpected reply from the depth script: {reply!r:.200}")
         queues = {
             queue: QueueDepth(pending=reply[i], reserved=reply[n + i]) for i, queue in enumerate(self.queues)
