@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from beatless import metrics
+from beatless import metrics, worker_settings
 from beatless.broker import TransportOptions, validate_queue_names
 from beatless.errors import InvalidInput
 from beatless.jobs import JOBS, Job
@@ -32,17 +32,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PLACEHOLDER_ACCOUNT = "123456789012"
 PLACEHOLDER_REGION = "us-east-1"
 
-# Fargate sends SIGKILL this long after SIGTERM (Fargate's maximum is 120 s).
-# The same constant is the container's stopTimeout and the worker's
-# WORKER_STOP_TIMEOUT_SECONDS, from which it derives its soft-shutdown time.
-WORKER_STOP_TIMEOUT_SECONDS = 120
-FARGATE_MAX_STOP_TIMEOUT_SECONDS = 120
+# Fargate sends SIGKILL this long after SIGTERM (at most 120 s). One constant
+# is both the container's stopTimeout and the worker's WORKER_STOP_TIMEOUT_SECONDS
+# (from which the worker derives its soft-shutdown time): the worker's own default.
+WORKER_STOP_TIMEOUT_SECONDS = worker_settings.DEFAULT_STOP_TIMEOUT_SECONDS
+FARGATE_MAX_STOP_TIMEOUT_SECONDS = worker_settings.FARGATE_MAX_STOP_TIMEOUT_SECONDS
 
 # Redis redelivers an unacknowledged task after this long, so it must exceed
 # the longest task time limit (the worker refuses to start otherwise).
-DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 4 * 60 * 60
+DEFAULT_VISIBILITY_TIMEOUT_SECONDS = int(worker_settings.DEFAULT_VISIBILITY_TIMEOUT_SECONDS)
 
-DEFAULT_QUEUES: tuple[str, ...] = ("graph", "ingest", "default")
+DEFAULT_QUEUES: tuple[str, ...] = worker_settings.PRODUCT_QUEUES
 
 # CloudWatch Logs' retention values (days) and their aws_logs.RetentionDays names.
 RETENTION_DAYS: dict[int, str] = {

@@ -139,6 +139,8 @@ def lambda_code(source: LambdaSource, handlers: Sequence[str]) -> lambda_.Code:
         asset_hash=bundle.asset_hash(),
         bundling=BundlingOptions(
             image=DockerImage.from_registry("unused-local-bundling-only"),
-            local=LocalPythonBundler(bundle),
+            # jsii calls try_bundle(output_dir, options) positionally, although the
+            # typing stub of ILocalBundling spells the options out as keywords.
+            local=LocalPythonBundler(bundle),  # type: ignore[arg-type]
         ),
     )

@@ -91,7 +91,7 @@ class RedisBroker(Construct):
                 subnet_type=subnets.subnet_type, subnet_group_name=subnets.subnet_group_name
             ).subnet_ids,
         )
-        parameters = elasticache.CfnParameterGroup(
+        self.parameter_group = parameters = elasticache.CfnParameterGroup(
             self,
             "Parameters",
             cache_parameter_group_family=config.parameter_group_family,

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
-from aws_cdk import Acknowledgment, ArnFormat, Duration, Stack, Validations
+from aws_cdk import Acknowledgment, ArnFormat, CfnElement, Duration, Stack, Validations
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecr_assets as ecr_assets
@@ -49,7 +51,13 @@ _ECR_URI = re.compile(
 )
 
 
-def worker_image(scope: Construct, repo_root: Path, image_uri: str | None) -> ecs.ContainerImage:
+@dataclass(frozen=True)
+class WorkerImage:
+    image: ecs.ContainerImage
+    from_ecr: bool  # pulled from ECR: the execution role gets ecr:GetAuthorizationToken
+
+
+def worker_image(scope: Construct, repo_root: Path, image_uri: str | None) -> WorkerImage:
     """The image from a URI (ECR images get pull permissions), else built from the repository."""
     if image_uri:
         match = _ECR_URI.match(image_uri)
@@ -66,15 +74,19 @@ def worker_image(scope: Construct, repo_root: Path, image_uri: str | None) -> ec
                     resource_name=match["repo"],
                 ),
             )
-            return ecs.ContainerImage.from_ecr_repository(repository, match["tag"] or "latest")
-        return ecs.ContainerImage.from_registry(image_uri)
-    # Only staged at synth (no Docker needed); built and pushed by `cdk deploy`.
-    return ecs.ContainerImage.from_asset(
+            return WorkerImage(
+                ecs.ContainerImage.from_ecr_repository(repository, match["tag"] or "latest"), True
+            )
+        return WorkerImage(ecs.ContainerImage.from_registry(image_uri), False)
+    # Only staged at synth (no Docker needed); `cdk deploy` builds it and pushes it to
+    # the bootstrap ECR repository.
+    image = ecs.ContainerImage.from_asset(
         str(repo_root),
         file="worker/Dockerfile",
         exclude=list(ASSET_EXCLUDES),
         platform=ecr_assets.Platform.LINUX_AMD64,
     )
+    return WorkerImage(image, True)
 
 
 class WorkerService(Construct):
@@ -90,7 +102,7 @@ class WorkerService(Construct):
         broker_url: str,
         broker_password: secretsmanager.ISecret,
         metrics_namespace: str,
-        image: ecs.ContainerImage,
+        image: WorkerImage,
         log_retention: logs.RetentionDays,
     ):
         super().__init__(scope, id)
@@ -118,7 +130,7 @@ class WorkerService(Construct):
         }
         self.container = self.task_definition.add_container(
             "worker",
-            image=image,
+            image=image.image,
             essential=True,
             environment=dict(self.environment),
             secrets={"BROKER_PASSWORD": ecs.Secret.from_secrets_manager(broker_password)},
@@ -150,7 +162,7 @@ class WorkerService(Construct):
             # No desired count: Application Auto Scaling owns it (cdk.json sets
             # @aws-cdk/aws-ecs:removeDefaultDesiredCount so deploys never reset it).
         )
-        self._acknowledge()
+        self._acknowledge(image)
 
     def _allow_task_protection(self) -> None:
         # Scoped to this cluster's tasks: the task ID is not known before the task starts.
@@ -167,19 +179,32 @@ class WorkerService(Construct):
             )
         )
 
-    def _acknowledge(self) -> None:
+    def _acknowledge(self, image: WorkerImage) -> None:
         task_role_policy = self.task_definition.task_role.node.try_find_child("DefaultPolicy")
         Validations.of(task_role_policy or self.task_definition).acknowledge(
             Acknowledgment(
                 id="AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ecs:"
                 f"{Stack.of(self).region}:{Stack.of(self).account}:task/"
-                f"<{Stack.of(self).get_logical_id(self.cluster.node.default_child)}>/*]",
+                f"<{Stack.of(self).get_logical_id(cast(CfnElement, self.cluster.node.default_child))}>/*]",
                 reason=(
                     "Scale-in protection (ecs:UpdateTaskProtection/GetTaskProtection) on this cluster's "
                     "tasks only; a task's ID exists only once it runs, so the task part is a wildcard."
                 ),
             ),
         )
+        if image.from_ecr:
+            execution_policy = self.task_definition.obtain_execution_role().node.try_find_child(
+                "DefaultPolicy"
+            )
+            Validations.of(execution_policy or self.task_definition).acknowledge(
+                Acknowledgment(
+                    id="AwsSolutions::AwsSolutions-IAM5[Resource::*]",
+                    reason=(
+                        "ecr:GetAuthorizationToken (to pull the worker image) has no resource-level "
+                        "permissions; the pull actions themselves are scoped to the image's repository."
+                    ),
+                )
+            )
         Validations.of(self.task_definition).acknowledge(
             Acknowledgment(
                 id="AwsSolutions::AwsSolutions-ECS2",

@@ -142,11 +142,8 @@ class ScalingParameters:
             if after.add_tasks < before.add_tasks:
                 raise InvalidInput("scale_out_steps", "a larger backlog must not add fewer tasks")
         for step in steps:
-            if not 1 <= step.add_tasks <= self.max_tasks:
-                raise InvalidInput(
-                    "scale_out_steps",
-                    f"add_tasks must be between 1 and max_tasks ({self.max_tasks}), got {step.add_tasks}",
-                )
+            if step.add_tasks < 1:  # capacity is capped at max_tasks anyway
+                raise InvalidInput("scale_out_steps", f"add_tasks must be at least 1, got {step.add_tasks}")
 
     @property
     def scale_out_threshold(self) -> int:
