@@ -55,8 +55,9 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     monitor = monitor_for(
         settings,
         broker,
-        cloudwatch=client("cloudwatch"),
-        ecs=client("ecs") if settings.ecs_configured else None,
+        # Each reading must fit the sampling grid: 3 s reads, 2 attempts.
+        cloudwatch=client("cloudwatch", read_timeout=3, attempts=2),
+        ecs=client("ecs", read_timeout=3, attempts=2) if settings.ecs_configured else None,
         logger=logger,
     )
     samples = parsed.options["samples"] or settings.samples

@@ -16,11 +16,8 @@ from botocore.config import Config
 
 # Short timeouts and few retries: a scheduled job that hangs on an AWS call
 # for minutes is worse than one that fails and is retried on the next tick.
-DEFAULT_CONFIG = Config(
-    connect_timeout=2,
-    read_timeout=10,
-    retries={"max_attempts": 3, "mode": "standard"},
-)
+DEFAULT_READ_TIMEOUT_SECONDS = 10.0
+DEFAULT_ATTEMPTS = 3
 
 
 @functools.cache
@@ -29,9 +26,23 @@ def session() -> boto3.Session:
 
 
 @functools.cache
-def client(service: str) -> Any:
-    """A cached boto3 client for `service` with Beatless' timeouts."""
-    return session().client(service, config=DEFAULT_CONFIG)  # type: ignore[call-overload]
+def client(
+    service: str,
+    *,
+    read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS,
+    attempts: int = DEFAULT_ATTEMPTS,
+) -> Any:
+    """A cached boto3 client for `service` with Beatless' timeouts.
+
+    `attempts` counts the first try; callers on a tight clock (the worker
+    monitor's 10 s sampling grid) ask for less than the defaults.
+    """
+    config = Config(
+        connect_timeout=2,
+        read_timeout=read_timeout,
+        retries={"max_attempts": attempts, "mode": "standard"},
+    )
+    return session().client(service, config=config)  # type: ignore[call-overload]
 
 
 def reset_clients() -> None:

@@ -147,6 +147,9 @@ def validate_broker_url(url: str | None, field: str = "BROKER_URL") -> str:
     reqs = [v.lower() for v in query.get("ssl_cert_reqs", [])]
     if any(v in ("none", "cert_none", "optional", "cert_optional") for v in reqs):
         raise InvalidInput(field, "ssl_cert_reqs must not disable certificate verification")
+    hostname_checks = [v.lower() for v in query.get("ssl_check_hostname", [])]
+    if any(v in ("false", "0", "no", "off") for v in hostname_checks):
+        raise InvalidInput(field, "ssl_check_hostname must not disable host name verification")
     return url
 
 

@@ -31,8 +31,9 @@ class PutMetricDataCalls:
 
     calls: list[dict[str, Any]] = field(default_factory=list)
 
-    def attach(self, cloudwatch: Any) -> PutMetricDataCalls:
-        cloudwatch.meta.events.register("provide-client-params.cloudwatch.PutMetricData", self._record)
+    def attach(self, boto_session: Any) -> PutMetricDataCalls:
+        """Observe every CloudWatch client created from `boto_session` from now on."""
+        boto_session.events.register("provide-client-params.cloudwatch.PutMetricData", self._record)
         return self
 
     def _record(self, params: dict[str, Any], **_: Any) -> None:

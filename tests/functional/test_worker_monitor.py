@@ -22,7 +22,7 @@ from depth_lambda import LambdaContext, PutMetricDataCalls, metric_names, totals
 
 import worker_monitor
 from beatless import metrics
-from beatless.aws import client
+from beatless.aws import client, session
 from beatless.broker import TransportOptions
 from beatless.errors import InvalidInput
 from beatless.local.servers import RedisServer, free_port
@@ -119,7 +119,7 @@ def test_depth_of_celery_queues_in_one_high_resolution_call(redis_url: str, set_
         BROKER_TRANSPORT_OPTIONS=json.dumps(LAYOUT.as_kombu_options()),
         METRICS_NAMESPACE="Beatless/Test",
     )
-    calls = PutMetricDataCalls().attach(client("cloudwatch"))
+    calls = PutMetricDataCalls().attach(session())
     before = datetime.now(UTC)
 
     summary = run()
