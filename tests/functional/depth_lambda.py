@@ -31,9 +31,10 @@ class PutMetricDataCalls:
 
     calls: list[dict[str, Any]] = field(default_factory=list)
 
-    def attach(self, boto_session: Any) -> PutMetricDataCalls:
-        """Observe every CloudWatch client created from `boto_session` from now on."""
-        boto_session.events.register("provide-client-params.cloudwatch.PutMetricData", self._record)
+    def attach(self, source: Any) -> PutMetricDataCalls:
+        """Observe a CloudWatch client, or every client a boto3 session creates from now on."""
+        events = source.meta.events if hasattr(source, "meta") else source.events
+        events.register("provide-client-params.cloudwatch.PutMetricData", self._record)
         return self
 
     def _record(self, params: dict[str, Any], **_: Any) -> None:
