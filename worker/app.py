@@ -11,11 +11,11 @@ Safety, in short (the reasons are in ``DESIGN.md`` §4):
 
 - ``acks_late`` + ``reject_on_worker_lost`` + prefetch 1: a message leaves
   Redis only when its task finished; a lost pool process puts it back.
-- Soft shutdown: with ``REMAP_SIGTERM=SIGQUIT`` SIGTERM lets running tasks
-  finish for ``WORKER_SOFT_SHUTDOWN_SECONDS``, then cancels them and puts
-  their messages back at once (not after ``visibility_timeout``). Without the
-  remap SIGTERM waits for running tasks forever and ECS SIGKILLs the worker,
-  so the worker refuses to start without it (the Docker image sets it).
+- Shutdown within the stop timeout (`worker.shutdown`): SIGTERM starts
+  Celery's warm shutdown; tasks still running ``WORKER_SOFT_SHUTDOWN_SECONDS``
+  later are cancelled and their messages put back at once (not after
+  ``visibility_timeout``). Celery's own soft shutdown is not used (see
+  `worker.shutdown` for why), so ``REMAP_SIGTERM`` must not be set.
 - Start-up check (`StartupCheck`, a worker bootstep, so it runs however the
   worker is started): every task has a time limit shorter than the
   ``visibility_timeout``.
@@ -44,6 +44,7 @@ from beatless.priorities import DEFAULT_CELERY_PRIORITY
 from beatless.worker_settings import DEFAULT_QUEUE, WorkerSettings
 from worker import tasks
 from worker.protection import TaskProtectionStep
+from worker.shutdown import SoftShutdownStep
 
 log = logging.getLogger("beatless.worker")
 
@@ -93,9 +94,9 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "task_soft_time_limit": DEFAULT_TASK_SOFT_TIME_LIMIT,
         "worker_prefetch_multiplier": 1,  # 0 would mean unlimited
         "worker_concurrency": settings.concurrency,
-        "worker_soft_shutdown_timeout": settings.soft_shutdown_seconds,
-        # Waiting out the soft shutdown when idle only helps ETA tasks, which
-        # Beatless does not use; it would delay every idle scale-in.
+        # Celery's soft shutdown waits inside its signal handler with the
+        # event loop frozen; worker.shutdown implements the soft phase instead.
+        "worker_soft_shutdown_timeout": 0.0,
         "worker_enable_soft_shutdown_on_idle": False,
         # Running acks_late tasks cannot be acknowledged over a lost
         # connection and are redelivered anyway: stop them instead of
@@ -120,12 +121,12 @@ def check_worker(app: BeatlessCelery) -> None:
     settings.check_shutdown()
     settings.check_protection()
     settings.check_task_limits(task_time_limits(app))
-    if billiard_common.REMAP_SIGTERM != "SIGQUIT":
+    if billiard_common.REMAP_SIGTERM:
         raise ConfigurationError(
-            "REMAP_SIGTERM must be SIGQUIT in the worker's environment (the Docker image sets it): "
-            "without it SIGTERM starts Celery's warm shutdown, which waits for running tasks "
-            f"without limit, so ECS SIGKILLs the worker after {settings.stop_timeout_seconds} s "
-            "and the task's message waits for the visibility timeout"
+            f"REMAP_SIGTERM={billiard_common.REMAP_SIGTERM} must not be set: SIGTERM must start the warm "
+            "shutdown, after which Beatless cancels tasks still running after "
+            f"WORKER_SOFT_SHUTDOWN_SECONDS ({settings.soft_shutdown_seconds:g} s); Celery's remapped "
+            "soft shutdown freezes the worker while it waits (see worker/shutdown.py)"
         )
 
 
@@ -153,6 +154,7 @@ def create_app(settings: WorkerSettings) -> BeatlessCelery:
     tasks.register(app)
     app.steps["worker"].add(StartupCheck)
     app.steps["worker"].add(TaskProtectionStep)
+    app.steps["worker"].add(SoftShutdownStep)
     return app
 
 

@@ -38,12 +38,11 @@ def worker_env(broker_url: str, **overrides: str) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("ECS_", "TASK_PROTECTION_", "WORKER_", "BROKER_", "RESULT_BACKEND"))
+        if not key.startswith(("ECS_", "TASK_PROTECTION_", "WORKER_", "BROKER_", "RESULT_BACKEND", "REMAP_"))
     }
     env.update(
         {
             "BROKER_URL": broker_url,
-            "REMAP_SIGTERM": "SIGQUIT",
             "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src")]),
             "PYTHONUNBUFFERED": "1",
             **FAST_ENV,
@@ -135,8 +134,13 @@ class WorkerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGCONT)
             self.proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
+            try:
                 self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                # Celery dumps every thread's stack on SIGUSR1: the log then shows where it hung.
+                self.proc.send_signal(signal.SIGUSR1)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(1)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
