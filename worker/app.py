@@ -131,7 +131,7 @@ def check_worker(app: BeatlessCelery) -> None:
 
 
 class StartupCheck(bootsteps.Step):
-    """Refuses to start an unsafe worker; selects WORKER_QUEUES unless -Q was given."""
+    """Refuses to start an unsafe worker; consumes WORKER_QUEUES unless -Q names fewer queues."""
 
     label = "Beatless start-up check"
 
@@ -142,7 +142,8 @@ class StartupCheck(bootsteps.Step):
         except ConfigurationError as exc:
             raise SystemExit(f"Beatless worker refuses to start: {exc}") from None
         queues = app.amqp.queues
-        if not queues.consume_from:
+        # Without -Q Celery consumes every declared queue; a -Q naming fewer wins.
+        if set(queues.consume_from) == set(queues):
             queues.select(list(app.settings.queues))
         log.info("Beatless worker settings: %s", json.dumps(app.settings.summary()))
         super().__init__(parent, **kwargs)

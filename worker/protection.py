@@ -6,7 +6,10 @@ process (before the consumer) and stops with it. Its thread asks every
 and not finished: ``celery.worker.state.reserved_requests`` or
 ``active_requests``, which the main process keeps for every pool type) and
 hands the answer to `ProtectionController`; agent calls therefore never
-block the consumer. On stop it releases the protection.
+block the consumer. It releases the protection when the step stops, which
+Celery does as soon as a shutdown begins (before it waits for running
+tasks): a task that received SIGTERM is being stopped already, whatever
+its protection.
 
 Without ``ECS_AGENT_URI`` (not on ECS) protection is off, which is logged
 once at start, and no thread runs.

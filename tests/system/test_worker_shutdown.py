@@ -32,7 +32,7 @@ def test_sigterm_requeues_the_running_task_at_once_and_another_worker_completes_
         )
         app = producer(env)
         client = redis.Redis.from_url(server.url)
-        lists = app.settings.transport.queue_list_keys("default")
+        lists = app.settings.transport.queue_list_keys("graph")
 
         def pending() -> int:
             return sum(int(client.llen(key)) for key in lists)
@@ -40,9 +40,14 @@ def test_sigterm_requeues_the_running_task_at_once_and_another_worker_completes_
         first = WorkerProcess("first", env, tmp_path)
         try:
             first.start()
-            result = app.send_task(LONG_RUNNING, (24, 0.25), {"subject": "shutdown", "amount": 7})  # 6 s
+            result = app.send_task(
+                LONG_RUNNING, (24, 0.25), {"subject": "shutdown", "amount": 7}, queue="graph"
+            )  # 6 s
             wait_for("two steps done", lambda: result.state == "PROGRESS" and result.info["done"] >= 2)
             assert pending() == 0 and client.hlen("unacked") == 1  # held by the first worker
+            # The queue-depth monitor attributes held messages to queues by routing key.
+            (held,) = client.hvals("unacked")
+            assert json.loads(held)[2] == "graph"
 
             signalled = time.monotonic()
             first.signal(signal.SIGTERM)
