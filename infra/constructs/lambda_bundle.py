@@ -111,6 +111,7 @@ class LambdaBundle:
             )
         # uv puts console scripts (shebangs of this host's Python) in bin/: useless in Lambda.
         shutil.rmtree(out / "bin", ignore_errors=True)
+        (out / ".lock").unlink(missing_ok=True)  # uv's lock file of the target directory
         shutil.copytree(self.package_dir, out / "beatless", ignore=_SKIP, dirs_exist_ok=True)
         for entry_point in self.source.handlers_dir.glob("*.py"):
             shutil.copy2(entry_point, out / entry_point.name)

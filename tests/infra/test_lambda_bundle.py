@@ -47,6 +47,7 @@ def test_asset_holds_handlers_beatless_and_cp312_manylinux_dependencies(synth: A
         assert "cpython-312-x86_64-linux-gnu" in extension.name or "abi3" in extension.name, extension
     # Nothing the Lambda must not carry.
     assert not (asset / "bin").exists()
+    assert not (asset / ".lock").exists()
     assert not list(asset.rglob("__pycache__"))
     for heavy in ("celery", "kombu", "aws_cdk", "moto"):
         assert not (asset / heavy).exists(), heavy
