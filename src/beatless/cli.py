@@ -1,0 +1,73 @@
+"""The `beatless` command.
+
+beatless local [--tasks N] ...   the autoscaling loop on this machine (README command 1)
+beatless jobs [--markdown]       the registry of scheduled jobs
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from beatless.errors import InvalidInput
+
+
+def _local(args: argparse.Namespace) -> int:
+    from beatless.local.runner import LocalOptions, run
+
+    options = LocalOptions(
+        tasks=args.tasks,
+        steps=args.steps,
+        step_seconds=args.step_seconds,
+        sample_interval_seconds=args.sample_interval,
+        max_workers=args.max_workers,
+        timeout_seconds=args.timeout,
+        wait_for_scale_in=not args.no_scale_in,
+    )
+    report = run(options)
+    if not report.ok:
+        print(
+            f"FAILED: {report.tasks} tasks sent, {report.applied} applied once, effect total {report.total}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    from beatless.jobs import JOBS
+    from beatless.jobs_table import render_markdown
+
+    if args.markdown:
+        print(render_markdown())
+    else:
+        for job in JOBS:
+            print(f"{job.name:32} {job.schedule.expression:28} {job.schedule.timezone:8} {job.summary}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="beatless", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    local = sub.add_parser("local", help="run the autoscaling loop locally (Redis, moto, Celery workers)")
+    local.add_argument("--tasks", type=int, default=60, help="tasks in the burst (default 60)")
+    local.add_argument("--steps", type=int, default=3, help="steps per task (default 3)")
+    local.add_argument("--step-seconds", type=float, default=0.5, help="seconds per step (default 0.5)")
+    local.add_argument("--sample-interval", type=float, default=2.0, help="monitor interval (default 2 s)")
+    local.add_argument("--max-workers", type=int, default=4, help="most worker processes (default 4)")
+    local.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
+    local.add_argument("--no-scale-in", action="store_true", help="stop once the queues drained")
+    local.set_defaults(func=_local)
+    jobs = sub.add_parser("jobs", help="list the scheduled jobs of the registry")
+    jobs.add_argument("--markdown", action="store_true", help="the README's table")
+    jobs.set_defaults(func=_jobs)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except InvalidInput as exc:
+        parser.error(str(exc))
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

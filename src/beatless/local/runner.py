@@ -1,0 +1,353 @@
+"""`beatless local`: the autoscaling loop on one machine.
+
+Starts what it needs on free loopback ports — a Redis broker, a moto server
+as the AWS endpoint (CloudWatch and an ECS service record) — then enqueues a
+burst of sample tasks across the queues and priority levels through a real
+Celery producer, and runs the worker monitor on its sampling grid. Each
+reading is published to (moto's) CloudWatch exactly as the Lambda does, fed
+to `beatless.scaling.decide` — the same rules the CloudWatch alarms and step
+policies implement in AWS — and the decision is carried out by starting or
+stopping real Celery worker processes (SIGTERM: soft shutdown). It prints,
+queue by queue, pending, reserved and backlog per worker until the queues
+drain and the workers are scaled back in, then a summary; it fails (exit 1)
+if a task was lost or applied twice.
+
+Local scaling periods are shortened (10 s alarm periods, a 20 s idle window)
+so the run takes about a minute; everything else is the deployed code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from beatless import metrics
+from beatless.local.servers import MotoServer, RedisServer, aws_environment
+from beatless.monitor import Monitor, MonitorSettings, Reading, broker_for, monitor_for
+from beatless.scaling import Decision, ScalingParameters, ScalingState, decide
+from beatless.scaling import Reading as ScalingReading
+
+ECS_CLUSTER = "beatless-local"
+ECS_SERVICE = "workers"
+# What the worker's long_running task adds up; the runner checks it at the end.
+EFFECTS_APPLIED_KEY = "beatless:effects:applied"
+EFFECTS_TOTALS_KEY = "beatless:effects:totals"
+
+LOCAL_SCALING = ScalingParameters(
+    max_tasks=4,
+    scale_out_period_seconds=10,
+    scale_out_cooldown_seconds=20,
+    scale_in_period_seconds=10,
+    scale_in_idle_seconds=20,
+    heartbeat_stale_seconds=60,
+)
+
+
+@dataclass(frozen=True)
+class LocalOptions:
+    tasks: int = 60
+    steps: int = 3
+    step_seconds: float = 0.5
+    sample_interval_seconds: float = 2.0
+    max_workers: int = 4
+    timeout_seconds: float = 600.0
+    wait_for_scale_in: bool = True
+
+    def __post_init__(self) -> None:
+        from beatless.errors import InvalidInput
+
+        if self.tasks < 1:
+            raise InvalidInput("--tasks", f"must be at least 1, got {self.tasks}")
+        if self.steps < 1 or self.step_seconds <= 0:
+            raise InvalidInput("--steps/--step-seconds", "must be positive")
+        if not 0.5 <= self.sample_interval_seconds <= 10:
+            raise InvalidInput("--sample-interval", "must be between 0.5 and 10 seconds")
+        if not 1 <= self.max_workers <= 16:
+            raise InvalidInput("--max-workers", f"must be between 1 and 16, got {self.max_workers}")
+
+
+@dataclass
+class RunReport:
+    tasks: int
+    applied: int = 0
+    total: int = 0
+    readings: int = 0
+    failed_readings: int = 0
+    peak_workers: int = 0
+    first_worker_after_seconds: float | None = None
+    drained_after_seconds: float | None = None
+    scaled_in_after_seconds: float | None = None
+    datapoints_in_cloudwatch: int = 0
+    decisions: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.applied == self.tasks and self.total == self.tasks
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "tasks_sent": self.tasks,
+            "tasks_applied_once": self.applied,
+            "effect_total": self.total,
+            "readings": self.readings,
+            "failed_readings": self.failed_readings,
+            "peak_workers": self.peak_workers,
+            "first_worker_after_seconds": _round(self.first_worker_after_seconds),
+            "drained_after_seconds": _round(self.drained_after_seconds),
+            "scaled_in_after_seconds": _round(self.scaled_in_after_seconds),
+            "pending_datapoints_in_cloudwatch": self.datapoints_in_cloudwatch,
+            "ok": self.ok,
+        }
+
+
+def describe(params: ScalingParameters) -> str:
+    steps = ", ".join(f">={s.pending_at_least}: +{s.add_tasks}" for s in params.scale_out_steps)
+    return (
+        f"out on pending per {params.scale_out_period_seconds} s period ({steps}; "
+        f"cooldown {params.scale_out_cooldown_seconds} s), in after {params.scale_in_idle_seconds} s idle, "
+        f"{params.min_tasks}..{params.max_tasks} workers"
+    )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def source_checkout() -> Path:
+    """The repository the worker runs from (`beatless local` needs a source checkout)."""
+    root = Path(__file__).resolve().parents[3]
+    if not (root / "worker" / "app.py").exists():
+        raise RuntimeError(f"`beatless local` runs from a source checkout; no worker/ under {root}")
+    return root
+
+
+class LocalWorkers:
+    """Celery worker processes standing in for the Fargate service's tasks."""
+
+    def __init__(self, env: dict[str, str], root: Path, logdir: Path) -> None:
+        self.env = env
+        self.root = root
+        self.logdir = logdir
+        self.running: list[subprocess.Popen[bytes]] = []
+        self.started = 0
+
+    def scale_to(self, desired: int) -> None:
+        self.running = [p for p in self.running if p.poll() is None]
+        while len(self.running) < desired:
+            self.started += 1
+            name = f"local{self.started}"
+            log = (self.logdir / f"{name}.log").open("ab")
+            self.running.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-n", f"{name}@%h",
+                     "-l", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+                    cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                )
+            )  # fmt: skip
+        while len(self.running) > desired:
+            # Newest first; SIGTERM is the worker's soft shutdown (as ECS stops a task).
+            proc = self.running.pop()
+            proc.send_signal(signal.SIGTERM)
+
+    def stop_all(self, timeout: float = 30.0) -> None:
+        for proc in self.running:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.running:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        self.running = []
+
+
+def _ecs_service(ecs: Any) -> None:
+    ecs.create_cluster(clusterName=ECS_CLUSTER)
+    ecs.register_task_definition(
+        family="beatless-worker", containerDefinitions=[{"name": "worker", "image": "local", "memory": 512}]
+    )
+    ecs.create_service(cluster=ECS_CLUSTER, serviceName=ECS_SERVICE, taskDefinition="beatless-worker")
+
+
+def _scaling_reading(reading: Reading) -> ScalingReading:
+    if reading.depth is None:
+        return ScalingReading(at=reading.at.timestamp(), pending=None)
+    return ScalingReading(
+        at=reading.at.timestamp(),
+        pending={q: d.pending for q, d in reading.depth.queues.items()},
+        reserved={q: d.reserved for q, d in reading.depth.queues.items()},
+    )
+
+
+def _row(elapsed: float, reading: Reading, workers: int, decision: Decision) -> str:
+    cells = []
+    if reading.depth is None:
+        cells.append("redis unreadable: no depth published")
+    else:
+        for depth in reading.depth.queues.values():
+            backlog = depth.pending / max(workers, 1)
+            cells.append(f"{'':>7} {depth.pending:4d} {depth.reserved:3d} {backlog:6.1f}")
+    note = "" if decision.action == "hold" else f"  <- {decision.action}: {decision.reason}"
+    return f"{elapsed:6.1f}s {workers:3d} | " + " | ".join(cells) + note
+
+
+def run(options: LocalOptions, out: TextIO = sys.stdout) -> RunReport:
+    """Run the local system until the burst is done (and scaled in); see the module docstring."""
+    import boto3
+    import redis
+
+    root = source_checkout()
+    params = ScalingParameters(**{**LOCAL_SCALING.__dict__, "max_tasks": options.max_workers})
+    report = RunReport(tasks=options.tasks)
+    with contextlib.ExitStack() as stack:
+        logdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="beatless-local-")))
+        print("starting redis-server and a moto server (the AWS endpoint) ...", file=out, flush=True)
+        broker = stack.enter_context(RedisServer())
+        moto = stack.enter_context(MotoServer())
+        env = {
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("AWS_", "BROKER_", "WORKER_", "ECS_"))
+            },
+            **aws_environment(moto.url),
+            "BROKER_URL": broker.url,
+            "PYTHONPATH": os.pathsep.join([str(root), str(root / "src")]),
+            "PYTHONUNBUFFERED": "1",
+            # Short local stop timeout: a scaled-in worker is idle anyway.
+            "WORKER_STOP_TIMEOUT_SECONDS": "30",
+            "WORKER_SOFT_SHUTDOWN_SECONDS": "10",
+        }
+        session = boto3.Session(region_name=env["AWS_DEFAULT_REGION"])
+        aws = {
+            name: session.client(
+                name,
+                endpoint_url=moto.url,
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+            )
+            for name in ("cloudwatch", "ecs")
+        }
+        _ecs_service(aws["ecs"])
+        settings = MonitorSettings.from_env(
+            {
+                "BROKER_URL": broker.url,
+                "QUEUES": "graph,ingest,default",
+                "ECS_CLUSTER": ECS_CLUSTER,
+                "ECS_SERVICE": ECS_SERVICE,
+                "SAMPLE_INTERVAL_SECONDS": str(options.sample_interval_seconds),
+            }
+        )
+        monitor: Monitor = monitor_for(
+            settings, broker_for(settings), cloudwatch=aws["cloudwatch"], ecs=aws["ecs"]
+        )
+        workers = LocalWorkers(env, root, logdir)
+        stack.callback(workers.stop_all)
+
+        print(f"enqueueing {options.tasks} tasks across graph/ingest/default and 6 priority levels ...",
+              file=out, flush=True)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "worker.burst", "--tasks", str(options.tasks), "--steps",
+             str(options.steps), "--step-seconds", str(options.step_seconds), "--subject", "local"],
+            cwd=root, env=env, check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        print(
+            f"monitor every {options.sample_interval_seconds:g} s; scaling: {describe(params)}\n"
+            f"{'time':>7} {'wkr':>3} | " + " | ".join(f"{q:>7} {'pend':>4} {'res':>3} {'b/wkr':>6}"
+                                                  for q in settings.queues),
+            file=out, flush=True,
+        )  # fmt: skip
+        _loop(options, params, monitor, workers, aws["ecs"], broker, report, out)
+        client = redis.Redis.from_url(broker.url)
+        report.applied = int(client.hlen(EFFECTS_APPLIED_KEY))
+        report.total = int(client.hget(EFFECTS_TOTALS_KEY, "local") or 0)
+        stats = aws["cloudwatch"].get_metric_statistics(
+            Namespace=settings.namespace,
+            MetricName=metrics.PENDING_TASKS,
+            Dimensions=[{"Name": metrics.QUEUE_DIMENSION, "Value": "graph"}],
+            StartTime=time.time() - 3600,
+            EndTime=time.time() + 60,
+            Period=3600,
+            Statistics=["SampleCount"],
+        )
+        report.datapoints_in_cloudwatch = int(sum(p["SampleCount"] for p in stats["Datapoints"]))
+        client.close()
+    print(json.dumps(report.as_dict(), indent=2), file=out, flush=True)
+    return report
+
+
+def _loop(
+    options: LocalOptions,
+    params: ScalingParameters,
+    monitor: Monitor,
+    workers: LocalWorkers,
+    ecs: Any,
+    broker: RedisServer,
+    report: RunReport,
+    out: TextIO,
+) -> None:
+    import redis
+
+    client = redis.Redis.from_url(broker.url)
+    start = time.monotonic()
+    state = ScalingState()
+    readings: list[ScalingReading] = []
+    for tick in _grid(options.sample_interval_seconds, start, options.timeout_seconds):
+        reading = monitor.reading()
+        report.readings += 1
+        report.failed_readings += 0 if reading.ok else 1
+        readings = [*readings[-600:], _scaling_reading(reading)]
+        decision = decide(params, readings, state, now=time.time())
+        state = decision.state
+        if decision.desired != len(workers.running):
+            workers.scale_to(decision.desired)
+            ecs.update_service(cluster=ECS_CLUSTER, service=ECS_SERVICE, desiredCount=decision.desired)
+        if decision.action != "hold":
+            report.decisions.append(f"{tick:.0f}s {decision.reason}")
+        report.peak_workers = max(report.peak_workers, len(workers.running))
+        if report.first_worker_after_seconds is None and workers.running:
+            report.first_worker_after_seconds = tick
+        print(_row(tick, reading, len(workers.running), decision), file=out, flush=True)
+        idle = reading.depth is not None and all(d.total == 0 for d in reading.depth.queues.values())
+        if (
+            report.drained_after_seconds is None
+            and idle
+            and client.hlen(EFFECTS_APPLIED_KEY) >= options.tasks
+        ):
+            report.drained_after_seconds = tick
+        if report.drained_after_seconds is not None:
+            if not options.wait_for_scale_in:
+                break
+            if not workers.running:
+                report.scaled_in_after_seconds = tick
+                break
+    else:
+        print(f"gave up after {options.timeout_seconds:g} s", file=out, flush=True)
+    client.close()
+
+
+def _grid(interval: float, start: float, timeout: float, sleep: Callable[[float], None] = time.sleep
+          ) -> Iterator[float]:  # fmt: skip
+    """Elapsed times start, start + interval, ... until `timeout` (slots already past are skipped)."""
+    slot = 0
+    while slot * interval <= timeout:
+        wait = start + slot * interval - time.monotonic()
+        if wait > 0:
+            sleep(wait)
+        elif slot:
+            slot = int((time.monotonic() - start) // interval) + 1
+            continue
+        yield slot * interval
+        slot += 1

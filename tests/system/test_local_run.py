@@ -1,0 +1,29 @@
+"""README command 1: the local system scales real workers out from zero on a
+burst, drains it with every task applied exactly once, and scales back in."""
+
+from __future__ import annotations
+
+import io
+
+from beatless.local.runner import LocalOptions, run
+
+
+def test_local_run_scales_out_drains_and_scales_in() -> None:
+    out = io.StringIO()
+    report = run(
+        LocalOptions(tasks=24, steps=1, step_seconds=0.3, sample_interval_seconds=1.0, max_workers=3,
+                     timeout_seconds=240),
+        out=out,
+    )  # fmt: skip
+    text = out.getvalue()
+    assert report.ok, text
+    assert report.applied == 24 and report.total == 24  # nothing lost, nothing applied twice
+    assert report.failed_readings == 0
+    assert 1 <= report.peak_workers <= 3
+    assert report.first_worker_after_seconds is not None
+    assert report.scaled_in_after_seconds is not None  # back to zero workers once idle
+    assert report.drained_after_seconds is not None
+    assert report.scaled_in_after_seconds >= report.drained_after_seconds
+    # every reading reached (moto's) CloudWatch as the Lambda would publish it
+    assert report.datapoints_in_cloudwatch == report.readings
+    assert "scale_out" in text and "scale_in" in text
