@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -231,7 +232,7 @@ def run(options: LocalOptions, out: TextIO = sys.stdout) -> RunReport:
             "WORKER_SOFT_SHUTDOWN_SECONDS": "10",
         }
         session = boto3.Session(region_name=env["AWS_DEFAULT_REGION"])
-        aws = {
+        aws: dict[str, Any] = {
             name: session.client(
                 name,
                 endpoint_url=moto.url,
@@ -277,8 +278,8 @@ def run(options: LocalOptions, out: TextIO = sys.stdout) -> RunReport:
             Namespace=settings.namespace,
             MetricName=metrics.PENDING_TASKS,
             Dimensions=[{"Name": metrics.QUEUE_DIMENSION, "Value": "graph"}],
-            StartTime=time.time() - 3600,
-            EndTime=time.time() + 60,
+            StartTime=datetime.now(UTC) - timedelta(hours=1),
+            EndTime=datetime.now(UTC) + timedelta(minutes=1),
             Period=3600,
             Statistics=["SampleCount"],
         )
