@@ -5,7 +5,9 @@ Trigger: task messages on the Redis queues ``graph``, ``ingest`` and
 from the environment once (`beatless.worker_settings` documents the
 contract); the module attribute ``app`` is built on first access, so
 importing this module (for `create_app` in tests or the local runner) reads
-no environment.
+no environment. Side effects and idempotency are the tasks' (`worker.tasks`:
+each applies its effect at most once per task id, so a redelivered message
+changes nothing).
 
 Safety, in short (the reasons are in ``DESIGN.md`` §4):
 
@@ -18,7 +20,9 @@ Safety, in short (the reasons are in ``DESIGN.md`` §4):
   `worker.shutdown` for why), so ``REMAP_SIGTERM`` must not be set.
 - Start-up check (`StartupCheck`, a worker bootstep, so it runs however the
   worker is started): every task has a time limit shorter than the
-  ``visibility_timeout``.
+  ``visibility_timeout``; the soft shutdown ends before the stop timeout; the
+  protection expiry is in range; ``REMAP_SIGTERM`` is unset. Otherwise the
+  worker exits non-zero and says why.
 - Priorities: ``queue_order_strategy=priority``; a task sent without a
   priority gets the product's normal level (`beatless.priorities`), not
   kombu's default 0, the most urgent list.
