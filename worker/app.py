@@ -39,7 +39,7 @@ import ssl
 from typing import Any
 from urllib.parse import urlsplit
 
-from billiard import common as billiard_common  # type: ignore[import-untyped]
+from billiard import common as billiard_common
 from celery import Celery, bootsteps
 from kombu import Queue
 

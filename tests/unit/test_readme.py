@@ -23,7 +23,9 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     ]
     assert len(ci_lines) == 1
     first_block = README.split("```bash", 1)[1].split("```", 1)[0]
-    commands = [line.strip() for line in first_block.splitlines() if line.strip() and not line.startswith("#")]
+    commands = [
+        line.strip() for line in first_block.splitlines() if line.strip() and not line.startswith("#")
+    ]
     assert len(commands) == 2  # the two commands the README opens with
     assert commands[1] == ci_lines[0]
     assert re.match(r"\./scripts/setup\.sh && \.venv/bin/beatless local$", commands[0])

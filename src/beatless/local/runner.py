@@ -221,7 +221,7 @@ def run(options: LocalOptions, out: TextIO = sys.stdout) -> RunReport:
             **{
                 k: v
                 for k, v in os.environ.items()
-                if not k.startswith(("AWS_", "BROKER_", "WORKER_", "ECS_"))
+                if not k.startswith(("AWS_", "BROKER_", "WORKER_", "ECS_", "REMAP_", "TASK_PROTECTION_"))
             },
             **aws_environment(moto.url),
             "BROKER_URL": broker.url,
