@@ -40,6 +40,18 @@ def _wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | No
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
+def _terminate(proc: subprocess.Popen[bytes] | None, grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(grace)
+
+
 def _require_binary(name: str, hint: str) -> str:
     found = shutil.which(name)
     if not found:
@@ -80,13 +92,7 @@ class RedisServer:
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        _terminate(self.proc)
         self.proc = None
 
     def kill(self) -> None:
@@ -207,13 +213,7 @@ class MotoServer:
             pass
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        _terminate(self.proc)
         self.proc = None
 
     def close(self) -> None:
