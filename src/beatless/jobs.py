@@ -26,6 +26,9 @@ class Need(enum.StrEnum):
     BROKER = "broker"  # VPC access to Redis and read access to its AUTH secret
     METRICS = "metrics"  # cloudwatch:PutMetricData in the job's namespace
     ECS_READ = "ecs_read"  # ecs:DescribeServices on the worker service
+    DATABASE = "database"  # VPC access to PostgreSQL and read access to its credentials secret
+    STORAGE_READ = "storage_read"  # s3:ListBucket on the customer data bucket (usage collection)
+    METRICS_READ = "metrics_read"  # cloudwatch:GetMetricData (job_watchdog)
 
 
 @dataclass(frozen=True)

@@ -25,5 +25,11 @@ TASK_ID_DIMENSION = "TaskId"
 PROTECTION_FAILURES = "ProtectionFailures"
 REASON_DIMENSION = "Reason"
 
+# Scheduled jobs (every bin/lambda job), namespace JOBS_NAMESPACE, dimension JOB_DIMENSION:
+JOBS_NAMESPACE = "Beatless/Jobs"
+JOB_DIMENSION = "Job"
+JOB_SUCCEEDED = "JobSucceeded"  # 1 per run that finished without raising
+JOB_OVERDUE = "JobOverdue"  # published by job_watchdog: 1 when no success within 1.5 x the period
+
 # High resolution: stored at 1 s so alarms can use 10 s periods.
 STORAGE_RESOLUTION_SECONDS = 1
