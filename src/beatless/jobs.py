@@ -40,6 +40,31 @@ class Schedule:
 
 
 @dataclass(frozen=True)
+class MonthlyTime:
+    """A time of the month (UTC) for monthly schedules; days 1-28 exist in every month."""
+
+    day: int
+    hour: int
+    minute: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.day <= 28:
+            raise ValueError(f"day must be 1..28 (exists in every month), got {self.day}")
+        if not 0 <= self.hour <= 23 or not 0 <= self.minute <= 59:
+            raise ValueError(f"hour/minute out of range: {self.hour}:{self.minute}")
+
+    def later(self, minutes: int) -> MonthlyTime:
+        """The same day, `minutes` later (must not cross midnight)."""
+        total = self.hour * 60 + self.minute + minutes
+        if not 0 <= total < 24 * 60:
+            raise ValueError(f"{minutes} minutes after {self.hour:02}:{self.minute:02} leaves the day")
+        return MonthlyTime(self.day, total // 60, total % 60)
+
+    def cron(self) -> str:
+        return f"cron({self.minute} {self.hour} {self.day} * ? *)"
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     """How often a missed or failed run is tried again.
 
