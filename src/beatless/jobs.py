@@ -102,26 +102,39 @@ class Job:
         return f"{self.name}.handler"
 
 
-JOBS: tuple[Job, ...] = (
-    Job(
-        name="worker_monitor",
-        summary=(
-            "Reads Celery queue depth (pending + reserved) from Redis and publishes it, "
-            "with the worker service's running count, as high-resolution CloudWatch metrics."
+# When the monthly credit allocations run (UTC). The graph allocation follows
+# the shared-repository one by GRAPH_ALLOCATION_DELAY_MINUTES. Operators may
+# move both with CDK context (monthlyAllocationDay / monthlyAllocationHour);
+# infra/app.py passes those to `build_jobs`, nothing else repeats the times.
+MONTHLY_ALLOCATION = MonthlyTime(day=1, hour=3)
+GRAPH_ALLOCATION_DELAY_MINUTES = 30
+
+
+def build_jobs(*, monthly_allocation: MonthlyTime = MONTHLY_ALLOCATION) -> tuple[Job, ...]:
+    """Every scheduled job; `monthly_allocation` moves the monthly allocation pair."""
+    return (
+        Job(
+            name="worker_monitor",
+            summary=(
+                "Reads Celery queue depth (pending + reserved) from Redis and publishes it, "
+                "with the worker service's running count, as high-resolution CloudWatch metrics."
+            ),
+            schedule=Schedule("rate(1 minute)"),
+            period_seconds=MINUTE,
+            # 6 readings 10 s apart fill the minute; the handler stops sampling
+            # early when its remaining time runs low.
+            timeout_seconds=75,
+            memory_mb=256,
+            needs=frozenset({Need.BROKER, Need.METRICS, Need.ECS_READ}),
+            # A late reading is worthless: the next minute's run replaces it.
+            retry=RetryPolicy(scheduler_attempts=0, max_event_age_seconds=60, lambda_async_retries=0),
+            idempotency="Publishes readings only; a duplicate run adds datapoints and changes nothing else.",
+            environment=MappingProxyType({"SAMPLES": "6", "SAMPLE_INTERVAL_SECONDS": "10"}),
         ),
-        schedule=Schedule("rate(1 minute)"),
-        period_seconds=MINUTE,
-        # 6 readings 10 s apart fill the minute; the handler stops sampling
-        # early when its remaining time runs low.
-        timeout_seconds=75,
-        memory_mb=256,
-        needs=frozenset({Need.BROKER, Need.METRICS, Need.ECS_READ}),
-        # A late reading is worthless: the next minute's run replaces it.
-        retry=RetryPolicy(scheduler_attempts=0, max_event_age_seconds=60, lambda_async_retries=0),
-        idempotency="Publishes readings only; a duplicate run adds datapoints and changes nothing else.",
-        environment=MappingProxyType({"SAMPLES": "6", "SAMPLE_INTERVAL_SECONDS": "10"}),
-    ),
-)
+    )
+
+
+JOBS: tuple[Job, ...] = build_jobs()
 
 
 def job(name: str) -> Job:
