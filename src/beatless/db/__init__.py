@@ -1,0 +1,27 @@
+"""The PostgreSQL data layer: connection settings, connections, migrations.
+
+`beatless.db.migrate.migrate(conn)` applies `migrations/NNNN_<name>.sql` in
+order (locally: `beatless db migrate --dsn ...`; in AWS: the `db_migrate`
+custom-resource Lambda on every deploy). The schema and its invariants are
+described at the top of `migrations/0001_credits.sql`.
+"""
+
+from __future__ import annotations
+
+from beatless.db.connect import Credentials, Database, SecretCredentials, database_from_env
+from beatless.db.migrate import MigrationError, MigrationResult, current_version, load_migrations, migrate
+from beatless.db.settings import DatabaseSettings, redact_url
+
+__all__ = [
+    "Credentials",
+    "Database",
+    "DatabaseSettings",
+    "MigrationError",
+    "MigrationResult",
+    "SecretCredentials",
+    "current_version",
+    "database_from_env",
+    "load_migrations",
+    "migrate",
+    "redact_url",
+]
