@@ -2,6 +2,7 @@
 
 beatless local [--tasks N] ...   the autoscaling loop on this machine (README command 1)
 beatless jobs [--markdown]       the registry of scheduled jobs
+beatless db migrate [--dsn URL]  apply the PostgreSQL schema migrations (default: $DATABASE_URL)
 """
 
 from __future__ import annotations
@@ -46,6 +47,26 @@ def _jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _db_migrate(args: argparse.Namespace) -> int:
+    import os
+
+    from beatless.db import database_from_env, migrate
+
+    env = dict(os.environ)
+    if args.dsn:
+        env.pop("DATABASE_SECRET_ARN", None)
+        env["DATABASE_URL"] = args.dsn
+    database = database_from_env(env)
+    with database.connect(application_name="beatless:cli:db-migrate") as conn:
+        result = migrate(conn)
+    where = database.settings.describe()
+    applied = ", ".join(result.applied) or "nothing (already up to date)"
+    print(f"{where}: applied {applied}; schema version {result.version}")
+    if result.ahead:
+        print(f"the database also has newer migrations this code does not know: {', '.join(result.ahead)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="beatless", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     jobs = sub.add_parser("jobs", help="list the scheduled jobs of the registry")
     jobs.add_argument("--markdown", action="store_true", help="the README's table")
     jobs.set_defaults(func=_jobs)
+    db = sub.add_parser("db", help="the PostgreSQL database")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_migrate = db_sub.add_parser("migrate", help="apply the schema migrations")
+    db_migrate.add_argument("--dsn", help="postgresql://... (default: $DATABASE_URL or $DATABASE_SECRET_ARN)")
+    db_migrate.set_defaults(func=_db_migrate)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

@@ -131,6 +131,25 @@ def build_jobs(*, monthly_allocation: MonthlyTime = MONTHLY_ALLOCATION) -> tuple
             idempotency="Publishes readings only; a duplicate run adds datapoints and changes nothing else.",
             environment=MappingProxyType({"SAMPLES": "6", "SAMPLE_INTERVAL_SECONDS": "10"}),
         ),
+        Job(
+            name="credit_reservation_cleanup",
+            summary=(
+                "Releases credit holds whose expires_at has passed, so their credits are available again."
+            ),
+            schedule=Schedule("cron(0/15 * * * ? *)"),
+            period_seconds=15 * MINUTE,
+            timeout_seconds=300,
+            memory_mb=512,
+            needs=frozenset({Need.DATABASE}),
+            retry=RetryPolicy(
+                scheduler_attempts=3, max_event_age_seconds=15 * MINUTE, lambda_async_retries=2
+            ),
+            idempotency=(
+                "A hold moves held -> expired once (row lock + status guard in the same transaction); "
+                "replays find nothing to do."
+            ),
+            mutating=True,
+        ),
     )
 
 
