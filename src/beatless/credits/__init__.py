@@ -12,6 +12,7 @@ argument at fault. Used by the scheduled jobs, the tests and, later, the worker.
 - ledger (balance changes): `consume`, `allocate`, `post`, `ledger_sum`
 - holds: `reserve`, `commit`, `release`, `get_hold`
 - API keys: `issue_api_key`, `verify_api_key`, `revoke_api_key`
+- audit: `mismatches` (balances vs ledger sums, held vs held holds)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from beatless.credits.accounts import (
     subscribe,
 )
 from beatless.credits.api_keys import ApiKey, IssuedApiKey, issue_api_key, revoke_api_key, verify_api_key
+from beatless.credits.audit import Mismatch, mismatches
 from beatless.credits.errors import (
     HoldNotActive,
     IdempotencyConflict,
@@ -50,6 +52,7 @@ __all__ = [
     "InsufficientCredits",
     "IssuedApiKey",
     "LedgerEntry",
+    "Mismatch",
     "UnknownAccount",
     "UnknownHold",
     "allocate",
@@ -63,6 +66,7 @@ __all__ = [
     "issue_api_key",
     "ledger_sum",
     "lock_account",
+    "mismatches",
     "open_graph_account",
     "open_subscription_account",
     "post",
