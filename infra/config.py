@@ -8,12 +8,35 @@ one. Stacks and constructs receive these frozen objects, nothing else.
 Context keys (all optional): account, region, vpcId, workerImage, alarmEmail,
 metricsNamespace, workerQueues, workerConcurrency, workerCpu, workerMemoryMiB,
 minWorkerTasks, maxWorkerTasks, scaleInIdleSeconds, visibilityTimeoutSeconds,
-brokerNodeType, brokerPort, logRetentionDays.
+brokerNodeType, brokerPort, logRetentionDays, and for the scheduled jobs:
+
+* monthlyAllocationDay (1-28) / monthlyAllocationHour (0-23, UTC): when the
+  monthly credit allocations run (`beatless.jobs.build_jobs`); default 1 / 3.
+* databaseSecretArn + databaseSecurityGroupId (both, and vpcId): use an
+  existing PostgreSQL instead of creating RDS. The secret is in the RDS format
+  (JSON host, port, username, password, dbname) and its owner rotates it; the
+  security group is one the database already accepts connections from, which
+  the Lambdas that need the database join.
+* databaseInstanceType (default t4g.medium), databasePort (default 5433; not
+  5432, which scanners probe first).
+* databaseCaBundle: a PEM file with the RDS certificate authorities (the RDS
+  "global bundle"), copied into the Lambda bundle so the jobs verify the
+  database's certificate (sslmode verify-full). Default:
+  infra/certs/rds-global-bundle.pem when that file exists. Without it the jobs
+  verify against the public trust store, which the RDS CAs are not part of:
+  they refuse a direct RDS instance (never connect unverified). Synth warns.
+* storageBucketName: an existing customer data bucket instead of creating one.
+* testEventRegistry: `create` (default) makes the EventBridge schema registry
+  `lambda-testevent-schemas` where the Lambda console keeps shareable test
+  events (kept when the stack is deleted); `existing` when the console already
+  created it in this account and region (a `create` deploy then fails with
+  "already exists": deploy again with `-c testEventRegistry=existing`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +45,7 @@ from typing import Any
 from beatless import metrics, worker_settings
 from beatless.broker import TransportOptions, validate_queue_names
 from beatless.errors import InvalidInput
-from beatless.jobs import JOBS, Job
+from beatless.jobs import JOBS, MONTHLY_ALLOCATION, Job, MonthlyTime, build_jobs
 from beatless.scaling import ScalingParameters
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -159,6 +182,55 @@ class WorkerConfig:
         return json.dumps(self.transport_options.as_kombu_options(), sort_keys=True, separators=(",", ":"))
 
 
+_SECRET_ARN = re.compile(
+    r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[\w/+=.@-]+-[A-Za-z0-9]{6}$"
+)
+_SECURITY_GROUP = re.compile(r"^sg-[0-9a-f]{8,17}$")
+_INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+DEFAULT_CA_BUNDLE = REPO_ROOT / "infra" / "certs" / "rds-global-bundle.pem"
+TEST_EVENT_REGISTRY_MODES = ("create", "existing")
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """A new RDS PostgreSQL instance, or an existing database (both fields set)."""
+
+    secret_arn: str | None = None  # existing: its RDS-format secret (complete ARN)
+    security_group_id: str | None = None  # existing: a group it accepts clients from
+    instance_type: str = "t4g.medium"
+    port: int = 5433
+    # The major version the tests run (PostgreSQL 15 here); minor upgrades are automatic.
+    engine_version: str = "15.17"
+    database_name: str = "beatless"
+    master_username: str = "beatless"
+    allocated_storage_gib: int = 20
+    max_allocated_storage_gib: int = 100
+    backup_retention_days: int = 7
+    rotation_days: int = 30
+    ca_bundle: Path | None = None  # PEM of the RDS CAs, shipped in the Lambda bundle
+
+    def __post_init__(self) -> None:
+        if (self.secret_arn is None) != (self.security_group_id is None):
+            missing = "databaseSecurityGroupId" if self.secret_arn else "databaseSecretArn"
+            raise InvalidInput(
+                f"context.{missing}",
+                "is required with the other one: an existing database needs both its secret and "
+                "a security group it accepts",
+            )
+        if self.ca_bundle is not None and not self.ca_bundle.is_file():
+            raise InvalidInput("context.databaseCaBundle", f"no such file: {self.ca_bundle}")
+
+    @property
+    def existing(self) -> bool:
+        return self.secret_arn is not None
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    bucket_name: str | None = None  # None: create the customer data bucket
+
+
 @dataclass(frozen=True)
 class LambdaSource:
     """Where the Lambda bundle is built from."""
@@ -181,6 +253,10 @@ class Config:
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     jobs: tuple[Job, ...] = JOBS
     lambda_source: LambdaSource = field(default_factory=LambdaSource)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    test_event_registry: str = "create"
+    events_dir: Path = REPO_ROOT / "events"
 
     def __post_init__(self) -> None:
         if self.log_retention_days not in RETENTION_DAYS:
@@ -229,6 +305,19 @@ class Config:
         vpc_id = _text(get, "vpcId")
         if vpc_id is not None and not vpc_id.startswith("vpc-"):
             raise InvalidInput("context.vpcId", f"must look like vpc-0123abcd, got {vpc_id!r}")
+        database = _database(get)
+        if database.existing and vpc_id is None:
+            raise InvalidInput(
+                "context.vpcId", "is required with databaseSecretArn: the Lambdas join the database's VPC"
+            )
+        bucket = _text(get, "storageBucketName")
+        if bucket is not None and not _BUCKET_NAME.match(bucket):
+            raise InvalidInput("context.storageBucketName", f"is not an S3 bucket name: {bucket!r}")
+        registry = _text(get, "testEventRegistry") or "create"
+        if registry not in TEST_EVENT_REGISTRY_MODES:
+            raise InvalidInput(
+                "context.testEventRegistry", f"must be one of {', '.join(TEST_EVENT_REGISTRY_MODES)}"
+            )
         return cls(
             account=_text(get, "account") or default_account or PLACEHOLDER_ACCOUNT,
             region=_text(get, "region") or default_region or PLACEHOLDER_REGION,
@@ -239,8 +328,53 @@ class Config:
             broker=broker,
             worker=worker,
             lambda_source=lambda_source or LambdaSource(),
+            jobs=build_jobs(monthly_allocation=_monthly_allocation(get)),
+            database=database,
+            storage=StorageConfig(bucket_name=bucket),
+            test_event_registry=registry,
         )
 
     @classmethod
     def from_mapping(cls, context: Mapping[str, Any], **kwargs: Any) -> Config:
         return cls.from_context(context.get, **kwargs)
+
+
+def _monthly_allocation(get: ContextGetter) -> MonthlyTime:
+    day = _int(get, "monthlyAllocationDay", MONTHLY_ALLOCATION.day, minimum=1, maximum=28)
+    hour = _int(get, "monthlyAllocationHour", MONTHLY_ALLOCATION.hour, minimum=0, maximum=23)
+    try:
+        return MonthlyTime(day=day, hour=hour)
+    except ValueError as error:
+        raise InvalidInput("context.monthlyAllocationHour", str(error)) from None
+
+
+def _database(get: ContextGetter) -> DatabaseConfig:
+    secret_arn = _text(get, "databaseSecretArn")
+    if secret_arn is not None and not _SECRET_ARN.match(secret_arn):
+        raise InvalidInput(
+            "context.databaseSecretArn",
+            "must be the complete ARN of a Secrets Manager secret (ending in its 6-character suffix), "
+            f"got {secret_arn!r}",
+        )
+    group = _text(get, "databaseSecurityGroupId")
+    if group is not None and not _SECURITY_GROUP.match(group):
+        raise InvalidInput("context.databaseSecurityGroupId", f"must look like sg-0123abcd, got {group!r}")
+    instance_type = _text(get, "databaseInstanceType") or DatabaseConfig.instance_type
+    if instance_type.startswith("db."):
+        instance_type = instance_type[3:]
+    if not _INSTANCE_TYPE.match(instance_type):
+        raise InvalidInput(
+            "context.databaseInstanceType", f"must look like t4g.medium, got {instance_type!r}"
+        )
+    ca_text = _text(get, "databaseCaBundle")
+    ca_bundle = Path(ca_text) if ca_text else (DEFAULT_CA_BUNDLE if DEFAULT_CA_BUNDLE.is_file() else None)
+    if ca_bundle is not None and not ca_bundle.is_absolute():
+        ca_bundle = REPO_ROOT / ca_bundle
+    return DatabaseConfig(
+        secret_arn=secret_arn,
+        security_group_id=group,
+        instance_type=instance_type,
+        # RDS for PostgreSQL accepts ports 1150-65535.
+        port=_int(get, "databasePort", DatabaseConfig.port, minimum=1150, maximum=65535),
+        ca_bundle=ca_bundle,
+    )

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import jsii
@@ -52,9 +52,13 @@ def extra_requirements(pyproject: Path, extra: str = EXTRA) -> list[str]:
 class LambdaBundle:
     """Builds (and hashes) the bundle directory."""
 
-    def __init__(self, source: LambdaSource, handlers: Sequence[str]):
+    def __init__(
+        self, source: LambdaSource, handlers: Sequence[str], extra_files: Mapping[str, Path] | None = None
+    ):
         self.source = source
         self.handlers = tuple(handlers)  # file stems in source.handlers_dir (the job names)
+        # path inside the bundle -> local file (e.g. the RDS CA bundle)
+        self.extra_files = dict(sorted((extra_files or {}).items()))
         self.uv = source.uv or Path(sys.executable).with_name("uv")
 
     @property
@@ -73,6 +77,8 @@ class LambdaBundle:
         for path in inputs:
             digest.update(str(path.relative_to(root) if path.is_relative_to(root) else path.name).encode())
             digest.update(b"\0" + path.read_bytes() + b"\0")
+        for target, path in self.extra_files.items():
+            digest.update(f"extra:{target}".encode() + b"\0" + path.read_bytes() + b"\0")
         return digest.hexdigest()
 
     def build(self, out: Path) -> None:
@@ -115,6 +121,9 @@ class LambdaBundle:
         shutil.copytree(self.package_dir, out / "beatless", ignore=_SKIP, dirs_exist_ok=True)
         for entry_point in self.source.handlers_dir.glob("*.py"):
             shutil.copy2(entry_point, out / entry_point.name)
+        for target, path in self.extra_files.items():
+            (out / target).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, out / target)
 
 
 @jsii.implements(ILocalBundling)
@@ -131,9 +140,11 @@ class LocalPythonBundler:
         return True
 
 
-def lambda_code(source: LambdaSource, handlers: Sequence[str]) -> lambda_.Code:
+def lambda_code(
+    source: LambdaSource, handlers: Sequence[str], extra_files: Mapping[str, Path] | None = None
+) -> lambda_.Code:
     """One `Code` for all functions: CDK stages (and uploads) it once."""
-    bundle = LambdaBundle(source, handlers)
+    bundle = LambdaBundle(source, handlers, extra_files)
     return lambda_.Code.from_asset(
         str(source.handlers_dir),
         asset_hash_type=AssetHashType.CUSTOM,

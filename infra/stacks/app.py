@@ -1,19 +1,21 @@
 """Composes the Beatless stacks from a `Config`.
 
-network -> broker -> monitoring -> worker -> jobs: each stack only points
-"down" this list (monitoring refers to nothing), so there are no cycles.
+network -> broker -> data -> monitoring -> worker -> jobs: each stack only
+points "down" this list (monitoring refers to nothing), so there are no cycles.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import App, Environment, Tags
+from aws_cdk import Annotations, App, Environment, Tags
 from aws_cdk import aws_logs as logs
 
+from beatless.jobs import Need
 from infra.config import RETENTION_DAYS, Config
 from infra.constructs.scheduled_job import BrokerAccess, JobResources, WorkerServiceAccess
 from infra.stacks.broker import BrokerStack
+from infra.stacks.data import DataStack
 from infra.stacks.jobs import ScheduledJobsStack
 from infra.stacks.monitoring import MonitoringStack
 from infra.stacks.network import NetworkStack
@@ -24,12 +26,15 @@ from infra.stacks.worker import WorkerStack
 class BeatlessStacks:
     network: NetworkStack
     broker: BrokerStack
+    data: DataStack
     monitoring: MonitoringStack
     worker: WorkerStack
     jobs: ScheduledJobsStack
 
-    def all(self) -> tuple[NetworkStack, BrokerStack, MonitoringStack, WorkerStack, ScheduledJobsStack]:
-        return (self.network, self.broker, self.monitoring, self.worker, self.jobs)
+    def all(
+        self,
+    ) -> tuple[NetworkStack, BrokerStack, DataStack, MonitoringStack, WorkerStack, ScheduledJobsStack]:
+        return (self.network, self.broker, self.data, self.monitoring, self.worker, self.jobs)
 
 
 def build(app: App, config: Config) -> BeatlessStacks:
@@ -38,6 +43,14 @@ def build(app: App, config: Config) -> BeatlessStacks:
     p = config.prefix
     network = NetworkStack(app, f"{p}Network", env=env, config=config.network, log_retention=retention)
     broker = BrokerStack(app, f"{p}Broker", env=env, config=config.broker, network=network.network)
+    data = DataStack(
+        app,
+        f"{p}Data",
+        env=env,
+        database=config.database,
+        storage=config.storage,
+        network=network.network,
+    )
     monitoring = MonitoringStack(app, f"{p}Monitoring", env=env, config=config)
     worker = WorkerStack(
         app,
@@ -65,6 +78,8 @@ def build(app: App, config: Config) -> BeatlessStacks:
             },
         ),
         metrics_namespace=config.metrics_namespace,
+        database=data.database.access,
+        storage=data.customer_data.access,
         worker_service=WorkerServiceAccess(
             cluster_name=worker.workers.cluster.cluster_name,
             service_name=worker.workers.service.service_name,
@@ -80,8 +95,18 @@ def build(app: App, config: Config) -> BeatlessStacks:
         resources=resources,
         alarm_topic=monitoring.alarms.topic,
         log_retention=retention,
+        events_dir=config.events_dir,
+        create_test_event_registry=config.test_event_registry == "create",
+        database_ca_bundle=config.database.ca_bundle,
     )
-    stacks = BeatlessStacks(network, broker, monitoring, worker, jobs)
+    if any(Need.DATABASE in job.needs for job in config.jobs) and config.database.ca_bundle is None:
+        Annotations.of(jobs).add_warning_v2(
+            "beatless:no-rds-ca-bundle",
+            "No RDS CA bundle (context databaseCaBundle, or infra/certs/rds-global-bundle.pem): "
+            "the jobs verify the database certificate against the public trust store, which "
+            "refuses a direct RDS instance (they never connect unverified).",
+        )
+    stacks = BeatlessStacks(network, broker, data, monitoring, worker, jobs)
     for stack in stacks.all():
         Tags.of(stack).add("project", "beatless")
     return stacks

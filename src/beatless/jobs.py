@@ -150,10 +150,31 @@ def build_jobs(*, monthly_allocation: MonthlyTime = MONTHLY_ALLOCATION) -> tuple
             ),
             mutating=True,
         ),
+        Job(
+            name="job_watchdog",
+            summary=(
+                "Publishes JobOverdue (1/0) for every job whose missed-run window is longer than a "
+                "CloudWatch alarm can span (weekly, monthly): 1 when a due fire time has no success."
+            ),
+            # Off the hour, so it does not start with the hourly and quarter-hour jobs.
+            schedule=Schedule("cron(50 * * * ? *)"),
+            period_seconds=HOUR,
+            timeout_seconds=60,
+            memory_mb=256,
+            needs=frozenset({Need.METRICS_READ, Need.METRICS}),
+            # A verdict an hour late is still useful; a duplicate only adds datapoints.
+            retry=RetryPolicy(
+                scheduler_attempts=2, max_event_age_seconds=30 * MINUTE, lambda_async_retries=1
+            ),
+            idempotency="Reads metrics and schedules, publishes verdicts; a duplicate run adds datapoints.",
+        ),
     )
 
 
 JOBS: tuple[Job, ...] = build_jobs()
+
+# Lambdas in bin/lambda/ that are not scheduled: CloudFormation runs them on deploy.
+DEPLOY_FUNCTIONS: tuple[str, ...] = ("db_migrate",)
 
 
 def job(name: str) -> Job:

@@ -7,9 +7,11 @@ uv on this machine and the worker image context is only staged.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,11 +20,44 @@ import aws_cdk as cdk
 import pytest
 from cdk_nag import AwsSolutionsChecks
 
-from infra.config import Config, committed_context
+from beatless.jobs import DAY, MINUTE, Job, Need, RetryPolicy, Schedule
+from infra.config import Config, LambdaSource, committed_context
 from infra.stacks import BeatlessStacks, build
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BROKER_HOST = "broker.internal"  # stands in for the replication group's primary endpoint
+
+# The variant app's existing database, bucket and CA bundle (context values).
+EXISTING_DATABASE_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:beatless/db-AbC123"
+EXISTING_DATABASE_GROUP = "sg-0123456789abcdef0"
+EXISTING_BUCKET = "acme-beatless-customer-data"
+CA_BUNDLE_TEXT = "-----BEGIN CERTIFICATE-----\nstand-in for the RDS CA bundle\n-----END CERTIFICATE-----\n"
+VARIANT_MONTHLY = {"monthlyAllocationDay": "5", "monthlyAllocationHour": "7"}
+
+
+def _scaffold_job(name: str, schedule: str, period: int, needs: set[Need]) -> Job:
+    return Job(
+        name=name,
+        summary=f"Infra test scaffolding ({name}): exercises a construct path no registry job uses yet.",
+        schedule=Schedule(schedule),
+        period_seconds=period,
+        timeout_seconds=60,
+        memory_mb=256,
+        needs=frozenset(needs),
+        retry=RetryPolicy(scheduler_attempts=2, max_event_age_seconds=30 * MINUTE, lambda_async_retries=2),
+        idempotency="Test scaffolding; never deployed.",
+    )
+
+
+# Jobs the variant app adds to the registry, so every kind of need and both kinds
+# of missed-run alarm are synthesized whatever the registry holds today: a
+# monthly PostgreSQL job (watchdog), a weekly storage reader (watchdog), a daily
+# one (a direct alarm over 36 hourly periods).
+SCAFFOLD_JOBS: tuple[Job, ...] = (
+    _scaffold_job("scaffold_monthly_db", "cron(0 4 2 * ? *)", 31 * DAY, {Need.DATABASE, Need.METRICS}),
+    _scaffold_job("scaffold_weekly_storage", "cron(0 6 ? * MON *)", 7 * DAY, {Need.STORAGE_READ}),
+    _scaffold_job("scaffold_daily_db", "cron(0 2 * * ? *)", DAY, {Need.DATABASE}),
+)
 
 
 @dataclass
@@ -77,6 +112,20 @@ class Synthesized:
             },
         )
 
+    def warnings(self, stack: cdk.Stack) -> list[str]:
+        """The synth warnings (Annotations) attached to `stack`'s constructs."""
+        manifest = json.loads((self.outdir / "manifest.json").read_text())
+        artifact = manifest["artifacts"][stack.artifact_id]
+        metadata = artifact.get("metadata", {})
+        if "additionalMetadataFile" in artifact:
+            metadata = json.loads((self.outdir / artifact["additionalMetadataFile"]).read_text())
+        return [
+            str(entry["data"])
+            for entries in metadata.values()
+            for entry in entries
+            if entry["type"] == "aws:cdk:warning"
+        ]
+
     def container_environment(self) -> dict[str, Any]:
         container = self.only("AWS::ECS::TaskDefinition")["ContainerDefinitions"][0]
         return {item["Name"]: item["Value"] for item in container["Environment"]}
@@ -107,12 +156,35 @@ def render(value: Any, fill: Mapping[str, str] | None = None) -> str:
     raise AssertionError(f"cannot render {value!r}")
 
 
-def synthesize(outdir: Path, extra_context: Mapping[str, Any] | None = None) -> Synthesized:
+def scaffold_source(root: Path, jobs: Sequence[Job]) -> LambdaSource:
+    """bin/lambda plus a stub entry point per scaffolding job (only the bundle reads them)."""
+    handlers = root / "bin" / "lambda"
+    shutil.copytree(REPO_ROOT / "bin" / "lambda", handlers, ignore=shutil.ignore_patterns("__pycache__"))
+    for job in jobs:
+        stub = (
+            '"""Infra test scaffolding."""\n\n\n'
+            f'def handler(event, context):\n    return {{"job": "{job.name}"}}\n'
+        )
+        (handlers / f"{job.name}.py").write_text(stub)
+    return LambdaSource(repo_root=REPO_ROOT, handlers_dir=handlers)
+
+
+def synthesize(
+    outdir: Path,
+    extra_context: Mapping[str, Any] | None = None,
+    extra_jobs: Sequence[Job] = (),
+) -> Synthesized:
     context = committed_context(REPO_ROOT)
     context.update(extra_context or {})
     app = cdk.App(context=context, outdir=str(outdir))
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     config = Config.from_context(app.node.try_get_context)
+    if extra_jobs:
+        config = dataclasses.replace(
+            config,
+            jobs=(*config.jobs, *extra_jobs),
+            lambda_source=scaffold_source(outdir.parent / f"{outdir.name}.src", extra_jobs),
+        )
     stacks = build(app, config)
     assembly = app.synth()  # raises on any unacknowledged cdk-nag finding
     synthesized = Synthesized(config=config, stacks=stacks, outdir=outdir)
@@ -129,7 +201,12 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesized]:
 
 @pytest.fixture(scope="session")
 def synth_variant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesized]:
-    """The app with every context option set: existing VPC, image by URI, e-mail, sizes."""
+    """The app with every context option set: existing VPC, database and bucket,
+    image by URI, e-mail, sizes, an RDS CA bundle, the registry's monthly time
+    moved, and the scaffolding jobs added to the registry."""
+    ca_bundle = tmp_path_factory.mktemp("ca") / "rds-ca.pem"
+    # Its content is not parsed at synth: the tests check it reaches the bundle and the environment.
+    ca_bundle.write_text(CA_BUNDLE_TEXT)
     yield synthesize(
         tmp_path_factory.mktemp("cdk.out.variant"),
         {
@@ -139,5 +216,12 @@ def synth_variant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesi
             "maxWorkerTasks": "25",
             "scaleInIdleSeconds": "600",
             "workerConcurrency": "4",
+            "databaseSecretArn": EXISTING_DATABASE_SECRET,
+            "databaseSecurityGroupId": EXISTING_DATABASE_GROUP,
+            "databaseCaBundle": str(ca_bundle),
+            "storageBucketName": EXISTING_BUCKET,
+            "testEventRegistry": "existing",
+            **VARIANT_MONTHLY,
         },
+        extra_jobs=SCAFFOLD_JOBS,
     )

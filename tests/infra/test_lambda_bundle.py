@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from beatless.errors import ConfigurationError
-from beatless.jobs import JOBS
+from beatless.jobs import DEPLOY_FUNCTIONS, JOBS
 from infra.config import LambdaSource
 from infra.constructs.lambda_bundle import LambdaBundle
 
@@ -22,25 +22,39 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def _asset_dir(synth: Any) -> Path:
     manifest = json.loads((synth.outdir / f"{synth.stacks.jobs.stack_name}.assets.json").read_text())
-    # The stack's own template is a file asset too; the code is the one zip.
-    (asset,) = [a for a in manifest["files"].values() if a["source"].get("packaging") == "zip"]
-    return Path(synth.outdir / asset["source"]["path"])
+    # The stack's own template is a file asset too, and the custom-resource framework
+    # brings its own code; ours is the zip holding the beatless package.
+    zips = [
+        Path(synth.outdir / a["source"]["path"])
+        for a in manifest["files"].values()
+        if a["source"].get("packaging") == "zip"
+    ]
+    (asset,) = [z for z in zips if (z / "beatless").is_dir()]
+    return asset
 
 
 def test_all_functions_share_one_asset(synth: Any) -> None:
-    codes = {json.dumps(f["Code"], sort_keys=True) for f in synth.resources("AWS::Lambda::Function").values()}
-    assert len(codes) == 1
+    functions = synth.resources("AWS::Lambda::Function").values()
+    ours = [f for f in functions if f["Runtime"] == "python3.12"]
+    assert {f["Handler"] for f in ours} == {
+        *(f"{job.name}.handler" for job in synth.config.jobs),
+        "db_migrate.handler",
+    }
+    assert len({json.dumps(f["Code"], sort_keys=True) for f in ours}) == 1
+    # The only other function is CDK's custom-resource framework (Node.js) for the migration.
+    (framework,) = [f for f in functions if f["Runtime"] != "python3.12"]
+    assert framework["Handler"] == "framework.onEvent"
 
 
 def test_asset_holds_handlers_beatless_and_cp312_manylinux_dependencies(synth: Any) -> None:
     asset = _asset_dir(synth)
-    for job in JOBS:
-        assert (asset / f"{job.name}.py").is_file()
+    for name in [job.name for job in JOBS] + list(DEPLOY_FUNCTIONS):
+        assert (asset / f"{name}.py").is_file()
     assert (asset / "beatless" / "__init__.py").is_file()
     assert (asset / "beatless" / "jobs.py").read_bytes() == (
         REPO_ROOT / "src" / "beatless" / "jobs.py"
     ).read_bytes()
-    for package in ("aws_lambda_powertools", "redis", "boto3"):
+    for package in ("aws_lambda_powertools", "redis", "boto3", "psycopg"):
         assert (asset / package).is_dir(), package
     # Compiled extensions, if any, are for CPython 3.12 on Linux x86_64 only.
     for extension in asset.rglob("*.so"):
@@ -94,3 +108,33 @@ def test_asset_hash_changes_with_any_input_and_only_then(tmp_path: Path) -> None
     lock = source.repo_root / "requirements.lock"
     lock.write_text(lock.read_text() + "\n")
     assert LambdaBundle(source, names).asset_hash() not in (first, second)
+
+
+def test_the_rds_ca_bundle_rides_in_the_asset_where_the_environment_points(synth_variant: Any) -> None:
+    from tests.infra.conftest import CA_BUNDLE_TEXT
+
+    asset = _asset_dir(synth_variant)
+    assert (asset / "certs" / "rds-ca-bundle.pem").read_text() == CA_BUNDLE_TEXT
+    database_jobs = [j for j in synth_variant.config.jobs if "database" in j.needs]
+    assert database_jobs
+    for job in database_jobs:
+        function = synth_variant.properties(synth_variant.stacks.jobs.jobs[job.name].function)
+        env = function["Environment"]["Variables"]
+        assert env["DATABASE_SSLROOTCERT"] == "/var/task/certs/rds-ca-bundle.pem"
+        assert env["DATABASE_SSLMODE"] == "verify-full"
+
+
+def test_without_a_ca_bundle_synth_warns_that_rds_certificates_will_be_refused(synth: Any) -> None:
+    assert synth.config.database.ca_bundle is None or synth.config.database.ca_bundle.is_file()
+    warnings = synth.warnings(synth.stacks.jobs)
+    if synth.config.database.ca_bundle is None:
+        assert any("RDS CA bundle" in str(w) for w in warnings), warnings
+        env = _job_environment(synth, "credit_reservation_cleanup")
+        assert "DATABASE_SSLROOTCERT" not in env and env["DATABASE_SSLMODE"] == "verify-full"
+    else:
+        assert not any("RDS CA bundle" in str(w) for w in warnings)
+
+
+def _job_environment(synth: Any, name: str) -> dict[str, Any]:
+    function = synth.properties(synth.stacks.jobs.jobs[name].function)
+    return function["Environment"]["Variables"]  # type: ignore[no-any-return]

@@ -1,20 +1,66 @@
 """Every registry entry becomes a Lambda + schedule + DLQ + alarms, with the
-registry's own numbers; grants follow the entry's needs."""
+registry's own numbers; grants follow the entry's needs; the schema migration
+runs before the database jobs exist; every job has a missed-run alarm.
+
+Each test runs on both apps: `synth` (the committed context, the registry as
+it is) and `synth_variant` (existing VPC/database/bucket, the monthly time
+moved, plus scaffolding jobs for the needs and windows no registry job has yet).
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import aws_cdk as cdk
 import pytest
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
 
+from beatless import metrics
+from beatless.errors import ConfigurationError
 from beatless.events import SCHEDULER_INPUT
-from beatless.jobs import JOBS, Job, Need
-from infra.constructs.scheduled_job import missed_run_window_seconds
+from beatless.jobs import DAY, DEPLOY_FUNCTIONS, HOUR, JOBS, MINUTE, Job, MonthlyTime, Need, build_jobs
+from beatless.watchdog import missed_run_window_seconds, needs_watchdog, parse_watched_jobs
+from infra.constructs.scheduled_job import (
+    JobResources,
+    ScheduledJob,
+    direct_alarm_plan,
+    overdue_alarm_period_seconds,
+)
+from infra.constructs.schema_migration import migrations_hash
+from tests.infra.conftest import (
+    EXISTING_BUCKET,
+    EXISTING_DATABASE_GROUP,
+    EXISTING_DATABASE_SECRET,
+    SCAFFOLD_JOBS,
+    VARIANT_MONTHLY,
+)
 
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+VARIANT_JOBS = (
+    *build_jobs(
+        monthly_allocation=MonthlyTime(
+            int(VARIANT_MONTHLY["monthlyAllocationDay"]), int(VARIANT_MONTHLY["monthlyAllocationHour"])
+        )
+    ),
+    *SCAFFOLD_JOBS,
+)
+CASES = [("synth", job) for job in JOBS] + [("synth_variant", job) for job in VARIANT_JOBS]
+
+
+def _ids(case: tuple[str, Job]) -> str:
+    return f"{case[0].removeprefix('synth').lstrip('_') or 'main'}-{case[1].name}"
+
+
+@pytest.fixture(params=CASES, ids=_ids)
+def case(request: pytest.FixtureRequest) -> tuple[Any, Job]:
+    app, job = request.param
+    return request.getfixturevalue(app), job
 
 
 def _function(synth: Any, job: Job) -> dict[str, Any]:
@@ -28,8 +74,14 @@ def _ref_of(value: dict[str, Any]) -> str:
     return str(value["Fn::GetAtt"][0])
 
 
-@pytest.mark.parametrize("job", JOBS, ids=lambda j: j.name)
-def test_each_job_has_a_lambda_with_the_registry_limits(synth: Any, job: Job) -> None:
+def test_the_apps_build_exactly_the_registry(synth: Any, synth_variant: Any) -> None:
+    assert synth.config.jobs == JOBS
+    assert synth_variant.config.jobs == VARIANT_JOBS
+    assert set(synth_variant.stacks.jobs.jobs) == {job.name for job in VARIANT_JOBS}
+
+
+def test_each_job_has_a_lambda_with_the_registry_limits(case: tuple[Any, Job]) -> None:
+    synth, job = case
     function = _function(synth, job)
     assert function["Runtime"] == "python3.12"
     assert function["Handler"] == f"{job.name}.handler"
@@ -40,10 +92,10 @@ def test_each_job_has_a_lambda_with_the_registry_limits(synth: Any, job: Job) ->
         assert env[key] == value
 
 
-@pytest.mark.parametrize("job", JOBS, ids=lambda j: j.name)
 def test_each_job_has_a_schedule_from_the_registry_with_retries_and_a_dead_letter_queue(
-    synth: Any, job: Job
+    case: tuple[Any, Job],
 ) -> None:
+    synth, job = case
     scheduled = synth.stacks.jobs.jobs[job.name]
     schedule = synth.properties(scheduled.schedule)
     assert schedule["ScheduleExpression"] == job.schedule.expression
@@ -82,8 +134,8 @@ def test_each_job_has_a_schedule_from_the_registry_with_retries_and_a_dead_lette
     }
 
 
-@pytest.mark.parametrize("job", JOBS, ids=lambda j: j.name)
-def test_async_invoke_config_follows_the_registry(synth: Any, job: Job) -> None:
+def test_async_invoke_config_follows_the_registry(case: tuple[Any, Job]) -> None:
+    synth, job = case
     function_id = synth.logical_id(synth.stacks.jobs.jobs[job.name].function)
     configs = [
         c
@@ -100,37 +152,120 @@ def test_async_invoke_config_follows_the_registry(synth: Any, job: Job) -> None:
     ]
 
 
-@pytest.mark.parametrize("job", JOBS, ids=lambda j: j.name)
-def test_each_job_logs_with_retention_and_alarms_on_errors_and_missed_runs(synth: Any, job: Job) -> None:
+def test_mutating_jobs_on_postgresql_may_be_retried_by_lambda() -> None:
+    """A retried run cannot double an effect (UNIQUE keys / status guards in PostgreSQL),
+    so a run that failed midway is retried instead of waiting a whole period."""
+    for job in JOBS:
+        if job.mutating:
+            assert Need.DATABASE in job.needs, job.name
+            assert 1 <= job.retry.lambda_async_retries <= 2, job.name
+        assert job.retry.max_event_age_seconds <= max(job.period_seconds, 60), job.name
+
+
+def test_each_job_logs_with_retention_and_alarms_on_errors(case: tuple[Any, Job]) -> None:
+    synth, job = case
     function = _function(synth, job)
     log_group_id = function["LoggingConfig"]["LogGroup"]["Ref"]
     log_group = synth.template(synth.stacks.jobs)["Resources"][log_group_id]["Properties"]
     assert log_group["RetentionInDays"] == synth.config.log_retention_days
 
+    errors = synth.properties(synth.stacks.jobs.jobs[job.name].errors_alarm)
     function_id = synth.logical_id(synth.stacks.jobs.jobs[job.name].function)
-    topic_export = synth.logical_id(synth.stacks.monitoring.alarms.topic)
-    alarms = {
-        alarm["MetricName"]: alarm
-        for alarm in synth.resources("AWS::CloudWatch::Alarm", synth.stacks.jobs).values()
-        if alarm.get("Dimensions") == [{"Name": "FunctionName", "Value": {"Ref": function_id}}]
-    }
-    errors = alarms["Errors"]
-    assert (errors["Namespace"], errors["Statistic"], errors["Threshold"]) == ("AWS/Lambda", "Sum", 1)
+    assert errors["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": function_id}}]
+    assert (errors["Namespace"], errors["MetricName"], errors["Statistic"], errors["Threshold"]) == (
+        "AWS/Lambda",
+        "Errors",
+        "Sum",
+        1,
+    )
     assert errors["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
-    assert all(topic_export in str(action) for action in errors["AlarmActions"]) and errors["AlarmActions"]
+    topic = synth.logical_id(synth.stacks.monitoring.alarms.topic)
+    assert errors["AlarmActions"] and all(topic in str(a) for a in errors["AlarmActions"])
 
-    window = missed_run_window_seconds(job)
-    if window is None:
-        assert "Invocations" not in alarms
-    else:
-        missed = alarms["Invocations"]
-        assert (missed["Period"], missed["Threshold"], missed["ComparisonOperator"]) == (
-            window,
+
+def test_each_job_has_a_missed_run_alarm_on_its_successes(case: tuple[Any, Job]) -> None:
+    """No successful run within 1.5 x the period: directly on JobSucceeded where an
+    alarm can span the window, else on the watchdog's JobOverdue verdict."""
+    synth, job = case
+    alarm = synth.properties(synth.stacks.jobs.jobs[job.name].missed_run_alarm)
+    topic = synth.logical_id(synth.stacks.monitoring.alarms.topic)
+    assert alarm["AlarmActions"] and all(topic in str(a) for a in alarm["AlarmActions"])
+    assert alarm["Namespace"] == metrics.JOBS_NAMESPACE
+    assert alarm["Dimensions"] == [{"Name": metrics.JOB_DIMENSION, "Value": job.name}]
+    assert alarm["TreatMissingData"] == "breaching"
+    window = missed_run_window_seconds(job.period_seconds)
+    warm_up = alarm["WarmUpConfiguration"]
+    assert warm_up["OnlyStartEvaluatingAfterWarmUpPeriodEnds"] is True
+    assert warm_up["WarmUpPeriodDurationInMinutes"] <= 2880  # CloudWatch's limit
+    plan = direct_alarm_plan(job)
+    if plan is not None:
+        assert not needs_watchdog(job.period_seconds)
+        assert (alarm["MetricName"], alarm["Statistic"], alarm["Threshold"]) == (
+            metrics.JOB_SUCCEEDED,
+            "Sum",
             1,
-            "LessThanThreshold",
         )
-        assert missed["TreatMissingData"] == "breaching"
-        assert window >= job.period_seconds * 1.5
+        assert alarm["ComparisonOperator"] == "LessThanThreshold"
+        span = alarm["Period"] * alarm["EvaluationPeriods"]
+        assert alarm["DatapointsToAlarm"] == alarm["EvaluationPeriods"]  # every period without a success
+        assert job.period_seconds * 1.5 <= span < job.period_seconds * 1.5 + HOUR
+        # PutMetricAlarm's limits on the evaluated range
+        assert span <= (DAY if alarm["Period"] < HOUR else 7 * DAY)
+        # Judged first when the first fire after creation could have succeeded.
+        assert warm_up["WarmUpPeriodDurationInMinutes"] * MINUTE >= window
+    else:
+        assert needs_watchdog(job.period_seconds)
+        watchdog = next(j for j in synth.config.jobs if Need.METRICS_READ in j.needs)
+        assert (alarm["MetricName"], alarm["Statistic"], alarm["Threshold"]) == (
+            metrics.JOB_OVERDUE,
+            "Maximum",
+            1,
+        )
+        assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+        assert alarm["Period"] == overdue_alarm_period_seconds(watchdog) == 2 * watchdog.period_seconds
+        assert alarm["EvaluationPeriods"] == 1
+        assert job.name in _watched(synth)
+
+
+def _watched(synth: Any) -> dict[str, Any]:
+    env = _function(synth, next(j for j in synth.config.jobs if Need.METRICS_READ in j.needs))
+    watched = parse_watched_jobs(synth.render(env["Environment"]["Variables"]["WATCHED_JOBS"]))
+    return {w.name: w for w in watched}
+
+
+def test_the_watchdog_judges_exactly_the_long_period_jobs_by_their_deployed_schedules(
+    synth: Any, synth_variant: Any
+) -> None:
+    for app in (synth, synth_variant):
+        watched = _watched(app)
+        long_jobs = {j.name: j for j in app.config.jobs if needs_watchdog(j.period_seconds)}
+        assert set(watched) == set(long_jobs)
+        for name, entry in watched.items():
+            schedule = app.stacks.jobs.jobs[name].schedule
+            assert entry.schedule_name == app.render({"Ref": app.logical_id(schedule)})
+            assert (entry.schedule, entry.timezone, entry.period_seconds) == (
+                long_jobs[name].schedule.expression,
+                long_jobs[name].schedule.timezone,
+                long_jobs[name].period_seconds,
+            )
+    assert set(_watched(synth_variant)) >= {"scaffold_monthly_db", "scaffold_weekly_storage"}
+
+
+def test_a_long_period_job_without_a_watchdog_fails_the_synth_by_name() -> None:
+    stack = cdk.Stack(cdk.App(), "Bare")
+    monthly = next(j for j in SCAFFOLD_JOBS if j.name == "scaffold_monthly_db")
+    lonely = Job(**{**monthly.__dict__, "needs": frozenset()})
+    with pytest.raises(ConfigurationError, match=r"scaffold_monthly_db.*job_watchdog"):
+        ScheduledJob(
+            stack,
+            "Lonely",
+            job=lonely,
+            code=lambda_.Code.from_inline("def handler(e, c): pass"),
+            resources=JobResources(),
+            alarm_topic=sns.Topic(stack, "Topic"),
+            log_retention=logs.RetentionDays.ONE_WEEK,
+            watchdog=None,
+        )
 
 
 def _statements(synth: Any, job: Job) -> list[dict[str, Any]]:
@@ -140,40 +275,200 @@ def _statements(synth: Any, job: Job) -> list[dict[str, Any]]:
     return [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
 
 
-@pytest.mark.parametrize("job", JOBS, ids=lambda j: j.name)
-def test_grants_follow_the_jobs_needs(synth: Any, job: Job) -> None:
+def _actions(statement: dict[str, Any]) -> list[str]:
+    action = statement["Action"]
+    return [action] if isinstance(action, str) else list(action)
+
+
+def _database_secret(synth: Any) -> str:
+    """How the template spells the database secret (an import of the attachment, or the context ARN)."""
+    database = synth.stacks.data.database
+    if database.instance is None:
+        return EXISTING_DATABASE_SECRET
+    return synth.logical_id(database.instance.secret.node.default_child or database.instance.secret)
+
+
+def test_grants_follow_the_jobs_needs(case: tuple[Any, Job]) -> None:
+    synth, job = case
     statements = _statements(synth, job)
-    actions = {
-        a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
-    }
+    actions = {a for s in statements for a in _actions(s)}
     function = _function(synth, job)
+    env = function["Environment"]["Variables"]
 
     assert ("cloudwatch:PutMetricData" in actions) == (Need.METRICS in job.needs)
     assert ("ecs:DescribeServices" in actions) == (Need.ECS_READ in job.needs)
-    assert ("secretsmanager:GetSecretValue" in actions) == (Need.BROKER in job.needs)
-    assert ("VpcConfig" in function) == (Need.BROKER in job.needs)
+    assert ("secretsmanager:GetSecretValue" in actions) == bool({Need.BROKER, Need.DATABASE} & job.needs)
+    assert ("s3:ListBucket" in actions) == (Need.STORAGE_READ in job.needs)
+    assert ("cloudwatch:GetMetricData" in actions) == (Need.METRICS_READ in job.needs)
+    assert ("VpcConfig" in function) == bool({Need.BROKER, Need.DATABASE} & job.needs)
+    assert not {a for a in actions if a.startswith("s3:") and a != "s3:ListBucket"}, "storage is read-only"
+
+    secrets = [str(s["Resource"]) for s in statements if s["Action"] == "secretsmanager:GetSecretValue"]
+    expected_secrets = []
+    if Need.BROKER in job.needs:
+        expected_secrets.append(synth.logical_id(synth.stacks.broker.broker.auth_token))
+    if Need.DATABASE in job.needs:
+        expected_secrets.append(_database_secret(synth))
+    assert len(secrets) == len(expected_secrets)
+    for expected in expected_secrets:
+        assert sum(expected in secret for secret in secrets) == 1, (expected, secrets)
 
     for statement in statements:
         if statement["Action"] == "cloudwatch:PutMetricData":
             assert statement["Resource"] == "*"
             assert statement["Condition"] == {
-                "StringEquals": {"cloudwatch:namespace": synth.config.metrics_namespace}
+                "StringEquals": {
+                    "cloudwatch:namespace": sorted({synth.config.metrics_namespace, metrics.JOBS_NAMESPACE})
+                }
             }
         if statement["Action"] == "ecs:DescribeServices":
             service_id = synth.logical_id(synth.stacks.worker.workers.service)
             assert service_id in str(statement["Resource"])  # the worker service's ARN, exported
-        if statement["Action"] == "secretsmanager:GetSecretValue":
-            secret_id = synth.logical_id(synth.stacks.broker.broker.auth_token)
-            assert secret_id in str(statement["Resource"])
-    logs = [s for s in statements if "logs:PutLogEvents" in s["Action"]]
-    assert [_ref_of(s["Resource"]) for s in logs] == [function["LoggingConfig"]["LogGroup"]["Ref"]]
+        if statement["Action"] == "s3:ListBucket":
+            bucket = synth.stacks.data.customer_data.bucket
+            expected = (
+                f"arn:aws:s3:::{EXISTING_BUCKET}"
+                if synth.stacks.data.customer_data.access_logs is None
+                else synth.logical_id(bucket)
+            )
+            assert expected in synth.render(statement["Resource"]) or expected in str(statement["Resource"])
+            assert env["STORAGE_BUCKET"]
+        if statement["Action"] == "cloudwatch:GetMetricData":
+            assert statement["Resource"] == "*"  # no resource-level permissions exist
+        if statement["Action"] == "scheduler:GetSchedule":
+            schedules = (
+                statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            )
+            expected_ids = {
+                synth.logical_id(synth.stacks.jobs.jobs[name].schedule) for name in _watched(synth)
+            }
+            assert {_ref_of(r) for r in schedules} == expected_ids
+    logs_statements = [s for s in statements if "logs:PutLogEvents" in _actions(s)]
+    assert [_ref_of(s["Resource"]) for s in logs_statements] == [function["LoggingConfig"]["LogGroup"]["Ref"]]
 
+    groups = function.get("VpcConfig", {}).get("SecurityGroupIds", [])
+    expected_groups = []
     if Need.BROKER in job.needs:
-        client_group = synth.logical_id(synth.stacks.broker.broker.client_security_group)
-        groups = function["VpcConfig"]["SecurityGroupIds"]
-        assert len(groups) == 1 and client_group in str(groups[0])
+        expected_groups.append(synth.logical_id(synth.stacks.broker.broker.client_security_group))
+    if Need.DATABASE in job.needs:
+        database = synth.stacks.data.database
+        expected_groups.append(
+            EXISTING_DATABASE_GROUP
+            if database.instance is None
+            else synth.logical_id(database.access.client_security_group)
+        )
+    assert len(groups) == len(expected_groups)
+    for group, expected in zip(groups, expected_groups, strict=True):
+        assert expected in str(group)
+
+    if Need.DATABASE in job.needs:
+        assert env["DATABASE_SSLMODE"] == "verify-full"
+        assert _database_secret(synth) in str(env["DATABASE_SECRET_ARN"])
+    else:
+        assert not {k for k in env if k.startswith("DATABASE_")}
 
 
 def test_registry_names_match_the_lambda_entry_points() -> None:
     stems = {p.stem for p in (REPO_ROOT / "bin" / "lambda").glob("*.py")}
-    assert {job.name for job in JOBS} == stems
+    assert {job.name for job in JOBS} | set(DEPLOY_FUNCTIONS) == stems
+    assert not {job.name for job in JOBS} & set(DEPLOY_FUNCTIONS)
+
+
+def test_every_registry_job_has_console_test_events() -> None:
+    for job in JOBS:
+        assert sorted((REPO_ROOT / "events" / job.name).glob("*.json")), f"events/{job.name}/ is empty"
+
+
+def _schemas(synth: Any) -> dict[str, dict[str, Any]]:
+    return synth.resources("AWS::EventSchemas::Schema", synth.stacks.jobs)  # type: ignore[no-any-return]
+
+
+def test_every_console_test_event_is_deployed_as_a_shareable_test_event(
+    synth: Any, synth_variant: Any
+) -> None:
+    for app in (synth, synth_variant):
+        functions = {name: built.function for name, built in app.stacks.jobs.jobs.items()}
+        if app.stacks.jobs.migration is not None:
+            functions["db_migrate"] = app.stacks.jobs.migration.function
+        by_function = {}
+        for schema in _schemas(app).values():
+            name = schema["SchemaName"]["Fn::Join"]
+            assert name[0] == "" and name[1][0] == "_" and name[1][2] == "-schema"
+            by_function[name[1][1]["Ref"]] = schema
+        expected = 0
+        for directory in sorted((REPO_ROOT / "events").iterdir()):
+            files = sorted(directory.glob("*.json"))
+            if not files:
+                continue
+            expected += 1
+            schema = by_function[app.logical_id(functions[directory.name])]
+            assert schema["Type"] == "OpenApi3"
+            content = json.loads(schema["Content"])
+            assert content["openapi"].startswith("3.")
+            assert content["components"]["examples"] == {
+                path.stem: {"value": json.loads(path.read_text())} for path in files
+            }
+        assert len(by_function) == expected
+
+
+def test_the_test_event_registry_is_created_and_kept_or_referenced(synth: Any, synth_variant: Any) -> None:
+    (registry_id, registry) = next(
+        iter(
+            (k, v)
+            for k, v in synth.template(synth.stacks.jobs)["Resources"].items()
+            if v["Type"] == "AWS::EventSchemas::Registry"
+        )
+    )
+    assert registry["Properties"]["RegistryName"] == "lambda-testevent-schemas"
+    assert registry["DeletionPolicy"] == "Retain"  # other functions' events live there too
+    for schema in _schemas(synth).values():
+        assert schema["RegistryName"] == {"Fn::GetAtt": [registry_id, "RegistryName"]}
+    assert synth_variant.resources("AWS::EventSchemas::Registry") == {}
+    for schema in _schemas(synth_variant).values():
+        assert schema["RegistryName"] == "lambda-testevent-schemas"
+
+
+def _custom_resource(synth: Any) -> tuple[str, dict[str, Any]]:
+    resources = synth.template(synth.stacks.jobs)["Resources"]
+    (found,) = [(k, v) for k, v in resources.items() if v["Type"] == "Custom::BeatlessSchema"]
+    return found
+
+
+def test_migrations_run_on_deploy_before_the_database_jobs_exist(synth: Any, synth_variant: Any) -> None:
+    for app in (synth, synth_variant):
+        migration = app.stacks.jobs.migration
+        assert migration is not None
+        resource_id, resource = _custom_resource(app)
+        migrations = REPO_ROOT / "src" / "beatless" / "db" / "migrations"
+        assert resource["Properties"]["MigrationsHash"] == migrations_hash(migrations)
+        # The framework function that serves the resource calls the migration Lambda.
+        resources = app.template(app.stacks.jobs)["Resources"]
+        framework = resources[_ref_of(resource["Properties"]["ServiceToken"])]["Properties"]
+        target = framework["Environment"]["Variables"]["USER_ON_EVENT_FUNCTION_ARN"]
+        assert _ref_of(target) == app.logical_id(migration.function)
+        function = app.properties(migration.function)
+        assert function["Handler"] == "db_migrate.handler"
+        assert _database_secret(app) in str(function["Environment"]["Variables"]["DATABASE_SECRET_ARN"])
+        assert function["VpcConfig"]["SecurityGroupIds"]
+        for job in app.config.jobs:
+            built = app.stacks.jobs.jobs[job.name]
+            for element in (built.function, built.schedule):
+                depends = resources[app.logical_id(element)].get("DependsOn", [])
+                assert (resource_id in depends) == (Need.DATABASE in job.needs), (job.name, depends)
+
+
+def test_migrations_hash_changes_with_any_migration_and_only_then(tmp_path: Path) -> None:
+    (tmp_path / "0001_a.sql").write_text("CREATE TABLE a (id int);\n")
+    first = migrations_hash(tmp_path)
+    assert migrations_hash(tmp_path) == first
+    (tmp_path / "notes.txt").write_text("not a migration")
+    assert migrations_hash(tmp_path) == first
+    (tmp_path / "0002_b.sql").write_text("CREATE TABLE b (id int);\n")
+    second = migrations_hash(tmp_path)
+    assert second != first
+    (tmp_path / "0001_a.sql").write_text("CREATE TABLE a (id bigint);\n")
+    assert migrations_hash(tmp_path) not in (first, second)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigurationError, match="no migrations"):
+        migrations_hash(empty)
