@@ -1,0 +1,38 @@
+"""pending_transaction_processor: stale pending credit transactions are settled once.
+
+Trigger: EventBridge Scheduler, on the schedule of the registry entry
+`beatless.jobs.job("pending_transaction_processor")` (every 15 minutes, at :07,
+:22, :37, :52 — off the reservation cleanup's quarter hours).
+Side effects (PostgreSQL): every transaction still `pending` when
+PENDING_TRANSACTION_MAX_AGE_MINUTES old (default 60) as of the scheduled time
+is finalized (one ledger entry `transaction:<id>`, balance moves) or reverted
+(no balance change), as `transaction_kinds.when_stale` says; chunks of one
+transaction each. Publishes Finalized, FinalizedMicro, Reverted, Remaining and
+JobSucceeded (EMF, Beatless/Jobs, Job=pending_transaction_processor).
+Idempotency: row lock + status guard (FOR UPDATE SKIP LOCKED, `status =
+'pending'`) and the UNIQUE ledger key, in one transaction: a replayed or
+concurrent run settles nothing twice.
+Event: the Scheduler fields and {"dry_run": true} (reports, changes nothing).
+Rules in `beatless.transactions.pending`.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from beatless.jobrun import run_scheduled_job
+from beatless.transactions import PendingSettings, settle_stale_transactions
+
+JOB = "pending_transaction_processor"
+logger = Logger(service=JOB)
+
+
+@logger.inject_lambda_context
+def handler(event: Any, context: Any) -> dict[str, Any]:
+    settings = PendingSettings.from_env(os.environ)
+    work = partial(settle_stale_transactions, settings=settings)
+    return run_scheduled_job(JOB, event, context, work, env=os.environ, logger=logger)

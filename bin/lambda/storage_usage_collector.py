@@ -1,0 +1,49 @@
+"""storage_usage_collector: one storage usage snapshot per graph and hour.
+
+Trigger: EventBridge Scheduler, on the schedule of the registry entry
+`beatless.jobs.job("storage_usage_collector")` (hourly at :05). The run records
+the hour it is scheduled in (`hour_of` the scheduled time, never the clock).
+Reads: the customer data bucket STORAGE_BUCKET under STORAGE_PREFIX (default
+`graphs/`; `graphs/<graph>/tables/...` = tables, the rest = files), and the
+graph databases under GRAPH_DATA_DIR when set (local runs; the AWS graph nodes
+are not built yet, so a deployed run records graph bytes as 0).
+Side effects (PostgreSQL): one `storage_usage_snapshots` row per graph alive in
+that hour. Publishes Snapshots, SnapshotBytes, Remaining and JobSucceeded (EMF,
+Beatless/Jobs, Job=storage_usage_collector).
+Idempotency: primary key (graph_id, hour), INSERT ... ON CONFLICT DO NOTHING; a
+replay measures nothing already recorded.
+Event: the Scheduler fields and {"dry_run": true} (measures, writes nothing).
+Rules in `beatless.storage.collector` and `beatless.storage.sources`.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from beatless.aws import client
+from beatless.jobrun import hour_of, run_scheduled_job
+from beatless.storage import (
+    CollectorSettings,
+    DirectoryGraphSizes,
+    S3PrefixUsage,
+    UsageSource,
+    collect_storage_usage,
+    graph_size_usage,
+)
+
+JOB = "storage_usage_collector"
+logger = Logger(service=JOB)
+
+
+@logger.inject_lambda_context
+def handler(event: Any, context: Any) -> dict[str, Any]:
+    settings = CollectorSettings.from_env(os.environ)
+    sources: list[UsageSource] = [S3PrefixUsage(client("s3"), settings.bucket, settings.prefix)]
+    if settings.graph_data_dir is not None:
+        sources.append(graph_size_usage(DirectoryGraphSizes(settings.graph_data_dir)))
+    work = partial(collect_storage_usage, sources=sources)
+    return run_scheduled_job(JOB, event, context, work, env=os.environ, period=hour_of, logger=logger)
