@@ -7,7 +7,9 @@ ReservedTasks, BacklogPerTask per queue; RunningTasks, DesiredTasks,
 MonitorHeartbeat, MonitorErrors) in one PutMetricData per reading, SAMPLES
 readings SAMPLE_INTERVAL_SECONDS apart. Idempotency: it only publishes
 readings, so a duplicate or retried run adds datapoints and changes nothing.
-It raises when any reading failed, after publishing MonitorErrors.
+It raises when any reading failed, after publishing MonitorErrors. A run that
+did not raise also prints JobSucceeded = 1 (Beatless/Jobs, dimension Job) as an
+EMF log line, which its missed-run alarm reads (no IAM, no extra call).
 Event: the Scheduler fields, plus {"samples": n} (1-60) to override SAMPLES.
 """
 
@@ -17,13 +19,17 @@ import os
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import Metrics, MetricUnit
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
 from beatless.aws import client
 from beatless.events import Option, parse_scheduled_event, positive_int
+from beatless.metrics import JOB_DIMENSION, JOB_SUCCEEDED, JOBS_NAMESPACE
 from beatless.monitor import Broker, MonitorFailed, MonitorSettings, broker_for, monitor_for
 from beatless.monitor.settings import ENVIRONMENT, MAX_SAMPLES
 
-logger = Logger(service="worker_monitor")
+JOB_NAME = "worker_monitor"
+logger = Logger(service=JOB_NAME)
 OPTIONS = {"samples": Option(positive_int(MAX_SAMPLES))}
 
 # Settings and the Redis connection (with its cached password) outlive an
@@ -71,4 +77,13 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         raise
     result = summary.as_dict()
     logger.info("worker monitor run", extra={**log_keys, "summary": result})
+    _publish_success()
     return result
+
+
+def _publish_success() -> None:
+    # A private provider and no `service` dimension: the alarm selects exactly {Job: worker_monitor}.
+    success = Metrics(provider=AmazonCloudWatchEMFProvider(namespace=JOBS_NAMESPACE, service=""))
+    success.add_dimension(name=JOB_DIMENSION, value=JOB_NAME)
+    success.add_metric(name=JOB_SUCCEEDED, unit=MetricUnit.Count, value=1)
+    success.flush_metrics()

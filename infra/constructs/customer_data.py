@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
+from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
@@ -43,15 +43,6 @@ class CustomerData(Construct):
                 object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
                 lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(365))],
                 removal_policy=RemovalPolicy.RETAIN,
-            )
-            Validations.of(self.access_logs).acknowledge(
-                Acknowledgment(
-                    id="AwsSolutions::AwsSolutions-S1",
-                    reason=(
-                        "This bucket receives the server access logs of the customer data bucket; "
-                        "logging its own accesses into itself would log every log delivery."
-                    ),
-                )
             )
             self.bucket = s3.Bucket(
                 self,

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from beatless.errors import InvalidInput
+from beatless.jobs import JOBS, MonthlyTime, build_jobs
 from infra.config import PLACEHOLDER_ACCOUNT, PLACEHOLDER_REGION, Config, committed_context
+
+SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:beatless/db-AbC123"
+GROUP = "sg-0123456789abcdef0"
+VPC = "vpc-0abc1234def567890"
 
 
 @pytest.mark.parametrize(
@@ -22,12 +29,57 @@ from infra.config import PLACEHOLDER_ACCOUNT, PLACEHOLDER_REGION, Config, commit
         ({"scaleInIdleSeconds": "90"}, "scale_in_idle_seconds"),
         ({"minWorkerTasks": "5", "maxWorkerTasks": "2"}, "max_tasks"),
         ({"workerImage": 42}, "context.workerImage"),
+        ({"monthlyAllocationDay": "29"}, "context.monthlyAllocationDay"),
+        ({"monthlyAllocationDay": "first"}, "context.monthlyAllocationDay"),
+        ({"monthlyAllocationHour": "24"}, "context.monthlyAllocationHour"),
+        ({"databaseSecretArn": "beatless/db"}, "context.databaseSecretArn"),
+        ({"databaseSecretArn": SECRET_ARN.removesuffix("-AbC123")}, "context.databaseSecretArn"),
+        ({"databaseSecretArn": SECRET_ARN, "vpcId": VPC}, "context.databaseSecurityGroupId"),
+        ({"databaseSecurityGroupId": GROUP, "vpcId": VPC}, "context.databaseSecretArn"),
+        ({"databaseSecretArn": SECRET_ARN, "databaseSecurityGroupId": GROUP}, "context.vpcId"),
+        ({"databaseSecurityGroupId": "default"}, "context.databaseSecurityGroupId"),
+        ({"databasePort": "80"}, "context.databasePort"),
+        ({"databaseInstanceType": "huge"}, "context.databaseInstanceType"),
+        ({"databaseCaBundle": "/nonexistent/rds.pem"}, "context.databaseCaBundle"),
+        ({"storageBucketName": "Not_A_Bucket"}, "context.storageBucketName"),
+        ({"testEventRegistry": "maybe"}, "context.testEventRegistry"),
     ],
 )
 def test_bad_context_is_rejected_naming_the_key(context: dict[str, object], field: str) -> None:
     with pytest.raises(InvalidInput) as raised:
         Config.from_mapping(context)
     assert raised.value.field == field
+
+
+def test_monthly_allocation_time_moves_both_monthly_allocations_and_nothing_else() -> None:
+    moved = Config.from_mapping({"monthlyAllocationDay": "5", "monthlyAllocationHour": "7"})
+    assert moved.jobs == build_jobs(monthly_allocation=MonthlyTime(5, 7))
+    assert Config.from_mapping({}).jobs == build_jobs() == JOBS
+    for a, b in zip(moved.jobs, JOBS, strict=True):
+        # Only a schedule or a schedule passed in the environment follows the allocation time.
+        assert dataclasses.replace(a, schedule=b.schedule, environment=b.environment) == b, a.name
+
+
+def test_an_existing_database_and_bucket_from_context() -> None:
+    config = Config.from_mapping(
+        {
+            "vpcId": VPC,
+            "databaseSecretArn": SECRET_ARN,
+            "databaseSecurityGroupId": GROUP,
+            "databaseInstanceType": "db.r7g.large",
+            "storageBucketName": "acme-data",
+            "testEventRegistry": "existing",
+        }
+    )
+    assert config.database.existing
+    assert (config.database.secret_arn, config.database.security_group_id) == (SECRET_ARN, GROUP)
+    assert config.database.instance_type == "r7g.large"
+    assert config.storage.bucket_name == "acme-data"
+    assert config.test_event_registry == "existing"
+    default = Config.from_mapping({})
+    assert not default.database.existing and default.storage.bucket_name is None
+    assert default.test_event_registry == "create"
+    assert default.database.port != 5432
 
 
 def test_context_values_given_as_text_on_the_command_line_are_parsed() -> None:
