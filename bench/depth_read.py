@@ -7,14 +7,24 @@ queue's 4 priority lists hold messages; the ``unacked`` hash holds reserved
 messages of ~1 KB made by a real Celery producer) and times, median of
 several repetitions:
 
-- lua       ``DepthReader.read()``: the product path, one EVALSHA
+- lua       ``DepthReader.read()``: the product path, one EVALSHA, its route
+            cache warm (the previous reading saw the same reserved messages)
 - pipeline  one pipeline of LLENs + HVALS, routing keys parsed in Python
 - naive     LLEN per key, one round trip each, + HVALS parsed in Python
             (what celery-exporter/KEDA-style monitors do, plus the unacked hash)
 
-It checks that all three give identical counts, and reports how long the
-script blocks Redis (server-side time per call from INFO commandstats:
-Redis runs scripts on its single thread, so nothing else is served then).
+and, for the product path, the states of its route cache (delivery tag ->
+routing key, kept in Redis by the script): warm; 10 % and 100 % of the
+reserved messages new since the previous reading (tasks finished, others
+started: their values must be read); cold (the cache deleted, as after a
+FLUSHALL or the first reading); and the cache switched off (every value read,
+no write: what the script did before it had a cache). The changes before a
+timed reading are made outside the timing.
+
+It checks that every method and state gives the counts that were written,
+and reports how long each script call blocks Redis (server-side time per call
+from INFO commandstats: Redis runs scripts on its single thread, so nothing
+else is served then).
 """
 
 from __future__ import annotations
@@ -25,9 +35,12 @@ import os
 import random
 import statistics
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 import redis
 
@@ -53,6 +66,14 @@ SCENARIOS = (
 )
 
 
+@dataclass
+class Filled:
+    truth: dict[str, QueueDepth]
+    message: dict[str, object]
+    tags: list[str] = field(default_factory=list)  # unacked entries, oldest first
+    routes: dict[str, str] = field(default_factory=dict)  # their routing keys
+
+
 def real_message_template(url: str) -> dict[str, object]:
     """One message exactly as Celery puts it in a list (kombu's raw message),
     with task arguments that make it about 1 KB."""
@@ -70,7 +91,13 @@ def real_message_template(url: str) -> dict[str, object]:
     return message
 
 
-def fill(url: str, scenario: Scenario, template: dict[str, object]) -> dict[str, QueueDepth]:
+def unacked_value(message: dict[str, object], tag: str, queue: str) -> str:
+    # kombu: HSET unacked <tag> dumps([message._raw, exchange, routing_key])
+    held = {**message, "properties": {**message["properties"], "delivery_tag": tag}}  # type: ignore[dict-item]
+    return json.dumps([held, "", queue])
+
+
+def fill(url: str, scenario: Scenario, template: dict[str, object]) -> Filled:
     """Fill Redis; returns the counts it put there (the truth to check against)."""
     client = redis.Redis.from_url(url)
     client.flushall()
@@ -86,23 +113,47 @@ def fill(url: str, scenario: Scenario, template: dict[str, object]) -> dict[str,
                 pipe.lpush(key, *([small] * n))
                 pending[queue] += n
     pipe.execute()
+    filled = Filled(truth={}, message=json.loads(small))
     reserved: Counter[str] = Counter()
     pipe = client.pipeline(transaction=False)
     for i in range(scenario.reserved):
         queue = rng.choice(queues)
         reserved[queue] += 1
         tag = f"{i:08d}-5b1e-4e6f-9a7b-2d4c8e1f0a11"
-        message = json.loads(small)
-        message["properties"] = {**message["properties"], "delivery_tag": tag}  # type: ignore[dict-item]
-        # kombu: HSET unacked <tag> dumps([message._raw, exchange, routing_key])
-        pipe.hset(OPTIONS.unacked_hash_key, tag, json.dumps([message, "", queue]))
+        filled.tags.append(tag)
+        filled.routes[tag] = queue
+        pipe.hset(OPTIONS.unacked_hash_key, tag, unacked_value(filled.message, tag, queue))
         if i % 1000 == 999:
             pipe.execute()
     pipe.execute()
-    return {q: QueueDepth(pending=pending[q], reserved=reserved[q]) for q in queues}
+    filled.truth = {q: QueueDepth(pending=pending[q], reserved=reserved[q]) for q in queues}
+    return filled
 
 
-def parse_unacked(values: list[bytes], queues: list[str]) -> Counter[str]:
+def renew(client: redis.Redis, filled: Filled, fraction: float) -> None:
+    """The oldest `fraction` of the reserved messages are acknowledged and as
+    many new ones of the same queues are delivered (fresh uuid4 tags, as
+    kombu): the counts stay the same, the cache does not know the new tags."""
+    n = round(len(filled.tags) * fraction)
+    old, filled.tags = filled.tags[:n], filled.tags[n:]
+    pipe = client.pipeline(transaction=False)
+    for i, tag in enumerate(old):
+        queue = filled.routes.pop(tag)
+        new = str(uuid.uuid4())
+        filled.tags.append(new)
+        filled.routes[new] = queue
+        pipe.hdel(OPTIONS.unacked_hash_key, tag)
+        pipe.hset(OPTIONS.unacked_hash_key, new, unacked_value(filled.message, new, queue))
+        if i % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+
+
+def read_queues(reader: DepthReader) -> dict[str, QueueDepth]:
+    return dict(reader.read().queues)
+
+
+def parse_unacked(values: list[Any], queues: list[str]) -> Counter[str]:
     counts: Counter[str] = Counter()
     wanted = set(queues)
     for value in values:
@@ -133,28 +184,41 @@ def pipelined(client: redis.Redis, queues: list[str]) -> dict[str, QueueDepth]:
     }
 
 
-def interleaved_medians(methods: Mapping[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+@dataclass(frozen=True)
+class Method:
+    run: Callable[[], dict[str, QueueDepth]]
+    prepare: Callable[[], object] = lambda: None  # untimed, before each timed run
+
+
+def interleaved_medians(methods: Mapping[str, Method], repeat: int) -> dict[str, float]:
     """Median ms per method. The methods take turns within each repetition
     (order rotated), so a busy neighbour on the machine slows all alike."""
-    for fn in methods.values():
-        fn()  # warm: connection open, script cached
+    for method in methods.values():
+        method.run()  # warm: connection open, script cached
     names = list(methods)
     times: dict[str, list[float]] = {name: [] for name in names}
     for rep in range(repeat):
         for name in names[rep % len(names) :] + names[: rep % len(names)]:
+            methods[name].prepare()
             start = time.perf_counter()
-            methods[name]()
+            methods[name].run()
             times[name].append((time.perf_counter() - start) * 1000)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def script_block_ms(client: redis.Redis, reader: DepthReader, repeat: int) -> float:
+def script_block_ms(client: redis.Redis, method: Method, repeat: int) -> float:
+    """Server time of one EVALSHA; `prepare` runs other commands, not counted."""
+    method.run()
     client.config_resetstat()
     for _ in range(repeat):
-        reader.read()
-    stats = client.info("commandstats")
-    evalsha = stats.get("cmdstat_evalsha", {})
+        method.prepare()
+        method.run()
+    evalsha = client.info("commandstats").get("cmdstat_evalsha", {})
     return float(evalsha.get("usec_per_call", 0.0)) / 1000
+
+
+# the product path in each state of its route cache
+STATES = ("warm", "10% new", "all new", "cold", "cache off")
 
 
 def main() -> int:
@@ -171,19 +235,41 @@ def main() -> int:
         template = real_message_template(server.url)
         entry_size = len(json.dumps([template, "", "queue-0000"]))
         for scenario in SCENARIOS:
-            truth = fill(server.url, scenario, template)
+            filled = fill(server.url, scenario, template)
+            truth = filled.truth
             queues = list(truth)
             client = connect(server.url, timeout=30)
             reader = DepthReader(client, queues, OPTIONS)
-            methods: dict[str, Callable[[], dict[str, QueueDepth]]] = {
-                "lua": lambda r=reader: dict(r.read().queues),
-                "pipeline": lambda c=client, q=queues: pipelined(c, q),
-                "naive": lambda c=client, q=queues: naive(c, q),
+            uncached = DepthReader(client, queues, OPTIONS, route_cache=False)
+
+            product = partial(read_queues, reader)
+            drop_cache = partial(client.delete, reader.route_cache_key)
+
+            def renewing(fraction: float, c: redis.Redis = client, f: Filled = filled) -> Callable[[], None]:
+                return partial(renew, c, f, fraction)
+
+            states = {
+                "warm": Method(product),
+                "10% new": Method(product, renewing(0.1)),
+                "all new": Method(product, renewing(1.0)),
+                "cold": Method(product, drop_cache),
+                "cache off": Method(partial(read_queues, uncached)),
             }
-            mismatches += [f"{scenario.label}: {n} != written" for n, fn in methods.items() if fn() != truth]
+            methods = {
+                **states,
+                "pipeline": Method(partial(pipelined, client, queues)),
+                "naive": Method(partial(naive, client, queues)),
+            }
+            for name, method in methods.items():
+                method.prepare()
+                if method.run() != truth:
+                    mismatches.append(f"{scenario.label}: {name} != written")
             medians = interleaved_medians(methods, args.repeat if scenario.queues < 100 else big_repeat)
-            blocked = script_block_ms(client, reader, args.repeat)
-            rows.append((scenario, medians, blocked))
+            blocked = {name: script_block_ms(client, states[name], big_repeat) for name in STATES}
+            cache_entries = client.hlen(reader.route_cache_key)
+            cache_bytes = client.memory_usage(reader.route_cache_key, samples=0) or 0
+            unacked_bytes = client.memory_usage(OPTIONS.unacked_hash_key, samples=0) or 0
+            rows.append((scenario, medians, blocked, (cache_entries, cache_bytes, unacked_bytes)))
             client.close()
         load = os.getloadavg()[0]
 
@@ -191,7 +277,11 @@ def main() -> int:
     print(
         f"median of {args.repeat} (a) / {big_repeat} (b) interleaved repetitions; "
         f"load average {load:.2f} on {os.cpu_count()} CPUs; "
-        + ("the three methods agree on every count" if not mismatches else "COUNTS DIFFER")
+        + (
+            "every method and cache state agrees with the counts written"
+            if not mismatches
+            else "COUNTS DIFFER"
+        )
     )
     print()
     header = (
@@ -200,21 +290,46 @@ def main() -> int:
     )
     print(header)
     print("-" * (len(header) + 30))
-    for scenario, m, blocked in rows:
-        lua, pipe, loop = m["lua"], m["pipeline"], m["naive"]
-        goal = f"<= {scenario.goal_ms:g} ms" + (
-            f", >= {scenario.goal_ratio:g}x" if scenario.goal_ratio else ""
-        )
-        met = lua <= scenario.goal_ms and (not scenario.goal_ratio or loop / lua >= scenario.goal_ratio)
+    for scenario, m, blocked, _ in rows:
+        lua, pipe, loop = m["warm"], m["pipeline"], m["naive"]
         print(
             f"{scenario.label:<44}{lua:>10.2f} ms{pipe:>8.2f} ms{loop:>9.2f} ms{loop / lua:>9.1f}x"
-            f"{blocked:>12.2f} ms  {goal}: {'met' if met else 'MISSED'}"
+            f"{blocked['warm']:>12.2f} ms  {goal_text(scenario, lua, loop)}"
+        )
+    print()
+    print(
+        "The product path (lua) by state of its route cache: wall ms / Redis blocked ms / naive loop ÷ wall"
+    )
+    header = f"{'scenario':<44}" + "".join(f"{name:>23}" for name in STATES)
+    print(header)
+    print("-" * len(header))
+    for scenario, m, blocked, _ in rows:
+        cells = "".join(
+            f"{m[name]:>8.2f} /{blocked[name]:>6.2f} /{m['naive'] / m[name]:>5.1f}x" for name in STATES
+        )
+        print(f"{scenario.label:<44}{cells}")
+    for scenario, m, _, _ in rows:
+        verdicts = ", ".join(f"{name}: {goal_text(scenario, m[name], m['naive'])}" for name in STATES)
+        print(f"  {scenario.label[:3]} {verdicts}")
+    print()
+    for scenario, _, _, (entries, cache_bytes, unacked_bytes) in rows:
+        print(
+            f"{scenario.label[:3]} route cache after the run: {entries} entries, "
+            f"{cache_bytes / 1024:.0f} KiB (the unacked hash: {unacked_bytes / 1024:.0f} KiB)"
         )
     print()
     print("Redis blocked = server time of one EVALSHA (INFO commandstats): nothing else is served meanwhile.")
+    print("warm: the reserved messages are those of the previous reading; N% new: that share was")
+    print("acknowledged and replaced by new deliveries since (their values must be read); cold: no cache.")
     for mismatch in mismatches:
         print("MISMATCH:", mismatch)
     return 1 if mismatches else 0
+
+
+def goal_text(scenario: Scenario, lua: float, loop: float) -> str:
+    goal = f"<= {scenario.goal_ms:g} ms" + (f", >= {scenario.goal_ratio:g}x" if scenario.goal_ratio else "")
+    met = lua <= scenario.goal_ms and (not scenario.goal_ratio or loop / lua >= scenario.goal_ratio)
+    return f"{goal}: {'met' if met else 'MISSED'}"
 
 
 if __name__ == "__main__":

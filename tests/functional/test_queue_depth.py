@@ -25,6 +25,7 @@ from beatless.queues import (
     BrokerAuthenticationFailed,
     BrokerUnreadable,
     DepthReader,
+    DepthReading,
     QueueDepth,
     connect,
 )
@@ -139,7 +140,9 @@ def test_reserved_counts_what_a_running_worker_holds_per_queue(
     url, started = busy_worker
     queues = (*CONSUMED, "idle", "ghost")
 
-    reading = DepthReader(connect(url), queues, WORKER_LAYOUT).read()
+    reader = DepthReader(connect(url), queues, WORKER_LAYOUT)
+    reading = reader.read()
+    again = reader.read()  # every routing key from the route cache this time
 
     # prefetch 1 + acks_late: the worker holds exactly the tasks it runs
     assert sum(started.values()) == CONCURRENCY
@@ -148,6 +151,7 @@ def test_reserved_counts_what_a_running_worker_holds_per_queue(
     }
     assert reading.other_reserved == 0
     assert reading.unparsed_reserved == 0
+    assert again == DepthReading(queues=reading.queues, routes_cached=CONCURRENCY)
 
 
 @pytest.mark.slow

@@ -102,10 +102,12 @@ class Broker:
         *,
         password: PasswordSource | None = None,
         connector: Callable[[str, str | None], redis.Redis] = connect,
+        route_cache: bool = True,
     ) -> None:
         self.url = url
         self.queues = tuple(queues)
         self.options = options
+        self.route_cache = route_cache
         self._password = password
         self._connector = connector
         self._reader: DepthReader | None = None
@@ -114,7 +116,9 @@ class Broker:
     def _build(self, password: str | None) -> DepthReader:
         if self._reader is not None:
             self._reader.client.close()
-        self._reader = DepthReader(self._connector(self.url, password), self.queues, self.options)
+        self._reader = DepthReader(
+            self._connector(self.url, password), self.queues, self.options, route_cache=self.route_cache
+        )
         return self._reader
 
     def read(self) -> DepthReading:
