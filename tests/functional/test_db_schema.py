@@ -1,6 +1,7 @@
 """The schema keeps its invariants against ANY client statement, not just the
-domain API: balances move only with ledger entries, held amounts only with hold
-transitions, the ledger is append-only, and the jobs' UNIQUE keys hold."""
+domain API: balances move only with ledger entries, the held amount is exactly
+the holds in status 'held', the ledger is append-only, and the jobs' UNIQUE keys
+hold."""
 
 from __future__ import annotations
 
@@ -35,20 +36,27 @@ def _account(conn: psycopg.Connection, graph: str = "g1", balance: int = 0) -> i
 
 
 def _stored(conn: psycopg.Connection, account: int) -> tuple[int, int]:
-    row = conn.execute("SELECT balance_micro, held_micro FROM credit_accounts WHERE id = %s", (account,))
+    query = "SELECT balance_micro, held_micro FROM credit_account_totals WHERE id = %s"
+    row = conn.execute(query, (account,))
     return tuple(row.fetchone())  # type: ignore[return-value]
 
 
 def test_balances_and_held_amounts_cannot_be_set_directly(conn: psycopg.Connection) -> None:
     account = _account(conn, balance=1000)
+    credits.reserve(conn, account, "op", 300, FUTURE)
+    hold_id = conn.execute("SELECT id FROM credit_reservations").fetchone()[0]
     for statement in (
         "UPDATE credit_accounts SET balance_micro = 1000000000",
-        "UPDATE credit_accounts SET held_micro = 5",
         "INSERT INTO credit_accounts (graph_id, balance_micro) VALUES ('g1', 7)",
+        "DELETE FROM credit_reservations_held",
+        "UPDATE credit_reservations_held SET amount_micro = 1",
+        f"INSERT INTO credit_reservations_held VALUES ({hold_id}, {account}, 5, now() + interval '1 day')",
+        "TRUNCATE credit_reservations_held",
     ):
-        with pytest.raises(errors.CheckViolation, match="credit_accounts"):
+        with pytest.raises(errors.CheckViolation, match=r"credit_accounts|credit_reservations_held"):
             conn.execute(statement)
-    assert _stored(conn, account) == (1000, 0)
+    assert _stored(conn, account) == (1000, 300)
+    assert credits.mismatches(conn) == []
 
 
 def test_the_ledger_is_append_only(conn: psycopg.Connection) -> None:
@@ -139,6 +147,7 @@ def test_held_holds_cannot_be_deleted_or_truncated_nor_resized(conn: psycopg.Con
         "DELETE FROM credit_reservations",
         "TRUNCATE credit_reservations CASCADE",
         "UPDATE credit_reservations SET amount_micro = 1",
+        "UPDATE credit_reservations SET expires_at = expires_at + interval '1 day'",
         "UPDATE credit_reservations SET status = 'committed', settled_at = now()",  # no consumed amount
     ):
         with pytest.raises(errors.CheckViolation):
@@ -235,3 +244,20 @@ def test_api_keys_are_never_stored(conn: psycopg.Connection) -> None:
     assert (
         "key" not in columns and {"prefix", "digest", "expires_at", "revoked_at", "last_used_at"} <= columns
     )
+
+
+def test_the_audit_finds_what_the_triggers_would_have_prevented(conn: psycopg.Connection) -> None:
+    account = _account(conn, balance=1000)
+    other = _account(conn, "g2", balance=50)
+    credits.reserve(conn, account, "a", 300, FUTURE)
+    assert credits.mismatches(conn) == []
+    conn.execute("SET session_replication_role = replica")  # triggers off: a bug or a manual edit
+    conn.execute("UPDATE credit_reservations SET status = 'released', settled_at = now()")
+    conn.execute(
+        "INSERT INTO credit_ledger (account_id, kind, amount_micro, idempotency_key) "
+        "VALUES (%s, 'adjustment', 5, 'manual')",
+        (other,),
+    )
+    conn.execute("RESET session_replication_role")
+    found = {(m.account_id, m.what, m.stored_micro, m.expected_micro) for m in credits.mismatches(conn)}
+    assert found == {(account, "held", 300, 0), (other, "balance", 50, 55)}

@@ -1,19 +1,22 @@
 """credit_reservation_cleanup's core: expire every hold whose time has passed.
 
-The cutoff is the run's scheduled time: a hold with `expires_at <= cutoff` and
-status `held` moves to `expired` (a hold expiring one microsecond after the
-cutoff waits for the next run). The database's trigger gives its amount back
-to the account's available balance in the same transaction (held_micro -= amount,
-accounts locked in id order). Holds are never ledger entries, so no balance moves.
+The cutoff is the run's scheduled time: a hold in status `held` with
+`expires_at <= cutoff` moves to `expired` (a hold expiring one microsecond after
+the cutoff waits for the next run). Its row leaves `credit_reservations_held`
+in the same transaction (a trigger), so its amount is no longer held and is
+available again. Holds are never ledger entries: no balance moves.
 
-Each chunk is one statement in one transaction: claim up to CHUNK_SIZE held,
-expired holds in (expires_at, id) order after the previous chunk's last key
-with FOR UPDATE SKIP LOCKED, update them with the status guard `status = 'held'`,
-return how many and the last key. So: a concurrent run skips what another holds
-and no hold is expired twice; a replay of the same scheduled time finds nothing;
-a run killed mid-chunk loses only that chunk (rolled back), which the next run
-does; keyset pagination never re-reads the index entries the previous chunks
-made dead (the partial index `credit_reservations_held_by_expiry`).
+Each chunk is one statement in one transaction: walk `credit_reservations_held`
+by (expires_at, reservation_id) strictly after the previous chunk's last key,
+lock up to CHUNK_SIZE of those holds with FOR UPDATE SKIP LOCKED (the status
+guard `status = 'held'` is re-checked on the locked row), set them `expired`,
+return how many and the last key. So: a concurrent run skips what another one
+holds and no hold is expired twice; a replay of the same scheduled time finds
+nothing; a run killed mid-chunk loses only that chunk (rolled back), which the
+next run does; the keyset never re-reads the index entries that previous chunks
+made dead. The status change is a HOT update (no index on status) and no
+account row is touched (the held amount is computed from
+`credit_reservations_held`), which is what makes 100,000+ releases/s possible.
 """
 
 from __future__ import annotations
@@ -31,19 +34,20 @@ _BEGINNING = (datetime.fromisoformat("0001-01-01T00:00:00+00:00"), 0)
 
 _CHUNK_SQL = """
 WITH picked AS (
-    SELECT id, expires_at
-    FROM credit_reservations
-    WHERE status = 'held' AND expires_at <= %(cutoff)s
-      AND (expires_at, id) > (%(after_at)s, %(after_id)s)
-    ORDER BY expires_at, id
+    SELECT r.id, h.expires_at
+    FROM credit_reservations_held h
+    JOIN credit_reservations r ON r.id = h.reservation_id
+    WHERE h.expires_at <= %(cutoff)s
+      AND (h.expires_at, h.reservation_id) > (%(after_at)s, %(after_id)s)
+      AND r.status = 'held'
+    ORDER BY h.expires_at, h.reservation_id
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF r SKIP LOCKED
 ), expired AS (
-    UPDATE credit_reservations r
+    UPDATE credit_reservations
     SET status = 'expired', settled_at = now()
-    FROM picked
-    WHERE r.id = picked.id AND r.status = 'held'
-    RETURNING r.amount_micro
+    WHERE id = ANY (ARRAY(SELECT id FROM picked)) AND status = 'held'
+    RETURNING amount_micro
 ), last AS (
     SELECT expires_at, id FROM picked ORDER BY expires_at DESC, id DESC LIMIT 1
 )
@@ -53,16 +57,18 @@ SELECT (SELECT count(*) FROM picked),
        last.expires_at, last.id
 FROM (SELECT 1) AS one LEFT JOIN last ON true
 """
+# `id = ANY (ARRAY(...))`, not a join on `picked`: the planner cannot estimate the
+# CTE and would hash-join it against a sequential scan of the whole table.
 
 _LEFT_SQL = """
-SELECT count(*) FROM credit_reservations
-WHERE status = 'held' AND expires_at <= %(cutoff)s AND (expires_at, id) > (%(after_at)s, %(after_id)s)
+SELECT count(*) FROM credit_reservations_held
+WHERE expires_at <= %(cutoff)s AND (expires_at, reservation_id) > (%(after_at)s, %(after_id)s)
 """
 
 _DRY_RUN_SQL = """
 SELECT count(*), coalesce(sum(amount_micro), 0), count(DISTINCT account_id)
-FROM credit_reservations
-WHERE status = 'held' AND expires_at <= %(cutoff)s
+FROM credit_reservations_held
+WHERE expires_at <= %(cutoff)s
 """
 
 

@@ -25,8 +25,8 @@ class Account:
     id: int
     graph_id: str | None
     subscription_id: int | None
-    balance_micro: int  # = the sum of the account's ledger entries
-    held_micro: int  # = the sum of its holds in status 'held'
+    balance_micro: int  # stored; = the sum of the account's ledger entries
+    held_micro: int  # computed: the sum of its holds in status 'held'
 
     @property
     def available_micro(self) -> int:
@@ -126,7 +126,7 @@ def open_graph_account(conn: Conn, graph_id: str) -> Account:
             "INSERT INTO credit_accounts (graph_id) VALUES (%s) ON CONFLICT (graph_id) DO NOTHING",
             (graph_id,),
         )
-        row = conn.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM credit_accounts WHERE graph_id = %s", (graph_id,))
+        row = conn.execute(f"SELECT {_TOTALS} WHERE graph_id = %s", (graph_id,))
         return _account(row.fetchone())
 
 
@@ -142,34 +142,34 @@ def open_subscription_account(conn: Conn, subscription_id: int) -> Account:
             "ON CONFLICT (subscription_id) DO NOTHING",
             (subscription_id,),
         )
-        row = conn.execute(
-            f"SELECT {_ACCOUNT_COLUMNS} FROM credit_accounts WHERE subscription_id = %s", (subscription_id,)
-        )
+        row = conn.execute(f"SELECT {_TOTALS} WHERE subscription_id = %s", (subscription_id,))
         return _account(row.fetchone())
 
 
 def get_account(conn: Conn, account_id: int) -> Account:
-    row = conn.execute(
-        f"SELECT {_ACCOUNT_COLUMNS} FROM credit_accounts WHERE id = %s", (account_id,)
-    ).fetchone()
+    row = conn.execute(f"SELECT {_TOTALS} WHERE id = %s", (account_id,)).fetchone()
     if row is None:
         raise UnknownAccount("account_id", f"no credit account {account_id!r}")
     return _account(row)
 
 
 def lock_account(conn: Conn, account_id: Any) -> Account:
-    """Lock the account row for the rest of the caller's transaction and return it."""
+    """Lock the account row for the rest of the caller's transaction and return it.
+
+    The held sum is read by a second statement, after the lock is granted: under
+    READ COMMITTED it then sees every hold committed by whoever held the lock
+    before (one statement would compute it from the snapshot taken before waiting).
+    """
     if isinstance(account_id, bool) or not isinstance(account_id, int):
         raise InvalidInput("account_id", f"must be an integer account id, got {account_id!r}")
-    row = conn.execute(
-        f"SELECT {_ACCOUNT_COLUMNS} FROM credit_accounts WHERE id = %s FOR UPDATE", (account_id,)
-    ).fetchone()
-    if row is None:
+    locked = conn.execute("SELECT 1 FROM credit_accounts WHERE id = %s FOR UPDATE", (account_id,)).fetchone()
+    if locked is None:
         raise UnknownAccount("account_id", f"no credit account {account_id!r}")
-    return _account(row)
+    return _account(conn.execute(f"SELECT {_TOTALS} WHERE id = %s", (account_id,)).fetchone())
 
 
-_ACCOUNT_COLUMNS = "id, graph_id, subscription_id, balance_micro, held_micro"
+# The view computes held = the sum of the account's rows in credit_reservations_held.
+_TOTALS = "id, graph_id, subscription_id, balance_micro, held_micro FROM credit_account_totals"
 
 
 def _account(row: Any) -> Account:
