@@ -8,18 +8,19 @@ messages of ~1 KB made by a real Celery producer) and times, median of
 several repetitions:
 
 - lua       ``DepthReader.read()``: the product path, one EVALSHA, its route
-            cache warm (the previous reading saw the same reserved messages)
+            cache warm (an untimed reading just before saw the same reserved
+            messages)
 - pipeline  one pipeline of LLENs + HVALS, routing keys parsed in Python
 - naive     LLEN per key, one round trip each, + HVALS parsed in Python
             (what celery-exporter/KEDA-style monitors do, plus the unacked hash)
 
 and, for the product path, the states of its route cache (delivery tag ->
 routing key, kept in Redis by the script): warm; 10 % and 100 % of the
-reserved messages new since the previous reading (tasks finished, others
-started: their values must be read); cold (the cache deleted, as after a
-FLUSHALL or the first reading); and the cache switched off (every value read,
-no write: what the script did before it had a cache). The changes before a
-timed reading are made outside the timing.
+reserved messages new since the previous (untimed) reading (tasks finished,
+others started: their values must be read); cold (the cache deleted, as after
+a FLUSHALL or the first reading); and the cache switched off (every value
+read, no write: what the script did before it had a cache). Whatever
+prepares a timed reading happens outside the timing.
 
 It checks that every method and state gives the counts that were written,
 and reports how long each script call blocks Redis (server-side time per call
@@ -207,18 +208,26 @@ def interleaved_medians(methods: Mapping[str, Method], repeat: int) -> dict[str,
 
 
 def script_block_ms(client: redis.Redis, method: Method, repeat: int) -> float:
-    """Server time of one EVALSHA; `prepare` runs other commands, not counted."""
-    method.run()
-    client.config_resetstat()
+    """Median server time of the timed EVALSHA (`prepare` may run scripts too:
+    only the timed call's share of INFO commandstats is counted)."""
+
+    def evalsha() -> tuple[int, int]:
+        stats = client.info("commandstats").get("cmdstat_evalsha", {})
+        return int(stats.get("calls", 0)), int(stats.get("usec", 0))
+
+    times = []
     for _ in range(repeat):
         method.prepare()
+        calls, usec = evalsha()
         method.run()
-    evalsha = client.info("commandstats").get("cmdstat_evalsha", {})
-    return float(evalsha.get("usec_per_call", 0.0)) / 1000
+        calls_after, usec_after = evalsha()
+        assert calls_after == calls + 1
+        times.append((usec_after - usec) / 1000)
+    return statistics.median(times)
 
 
 # the product path in each state of its route cache
-STATES = ("warm", "10% new", "all new", "cold", "cache off")
+STATES = ("warm", "10% new", "all new", "all new, cache off", "cold", "cache off")
 
 
 def main() -> int:
@@ -245,13 +254,25 @@ def main() -> int:
             product = partial(read_queues, reader)
             drop_cache = partial(client.delete, reader.route_cache_key)
 
-            def renewing(fraction: float, c: redis.Redis = client, f: Filled = filled) -> Callable[[], None]:
-                return partial(renew, c, f, fraction)
+            def renewing(
+                fraction: float,
+                c: redis.Redis = client,
+                f: Filled = filled,
+                read: Callable[[], object] = product,
+            ) -> Callable[[], None]:
+                def prepare() -> None:
+                    read()  # the previous reading saw them all...
+                    renew(c, f, fraction)  # ...then some were replaced
+
+                return prepare
 
             states = {
-                "warm": Method(product),
+                "warm": Method(product, product),
                 "10% new": Method(product, renewing(0.1)),
                 "all new": Method(product, renewing(1.0)),
+                "all new, cache off": Method(
+                    partial(read_queues, uncached), partial(renew, client, filled, 1.0)
+                ),
                 "cold": Method(product, drop_cache),
                 "cache off": Method(partial(read_queues, uncached)),
             }
@@ -266,6 +287,7 @@ def main() -> int:
                     mismatches.append(f"{scenario.label}: {name} != written")
             medians = interleaved_medians(methods, args.repeat if scenario.queues < 100 else big_repeat)
             blocked = {name: script_block_ms(client, states[name], big_repeat) for name in STATES}
+            product()  # the cache as the steady state leaves it
             cache_entries = client.hlen(reader.route_cache_key)
             cache_bytes = client.memory_usage(reader.route_cache_key, samples=0) or 0
             unacked_bytes = client.memory_usage(OPTIONS.unacked_hash_key, samples=0) or 0
@@ -297,30 +319,28 @@ def main() -> int:
             f"{blocked['warm']:>12.2f} ms  {goal_text(scenario, lua, loop)}"
         )
     print()
-    print(
-        "The product path (lua) by state of its route cache: wall ms / Redis blocked ms / naive loop ÷ wall"
-    )
-    header = f"{'scenario':<44}" + "".join(f"{name:>23}" for name in STATES)
+    print("The product path (lua) by state of its route cache, in the same run:")
+    header = f"{'':<8}{'state':<22}{'wall':>10}{'Redis blocked':>15}{'naive/lua':>11}  goal of the scenario"
     print(header)
-    print("-" * len(header))
+    print("-" * (len(header) + 12))
     for scenario, m, blocked, _ in rows:
-        cells = "".join(
-            f"{m[name]:>8.2f} /{blocked[name]:>6.2f} /{m['naive'] / m[name]:>5.1f}x" for name in STATES
-        )
-        print(f"{scenario.label:<44}{cells}")
-    for scenario, m, _, _ in rows:
-        verdicts = ", ".join(f"{name}: {goal_text(scenario, m[name], m['naive'])}" for name in STATES)
-        print(f"  {scenario.label[:3]} {verdicts}")
+        for i, name in enumerate(STATES):
+            label = scenario.label[:3] if i == 0 else ""
+            print(
+                f"{label:<8}{name:<22}{m[name]:>7.2f} ms{blocked[name]:>12.2f} ms"
+                f"{m['naive'] / m[name]:>10.1f}x  {goal_text(scenario, m[name], m['naive'])}"
+            )
     print()
     for scenario, _, _, (entries, cache_bytes, unacked_bytes) in rows:
         print(
-            f"{scenario.label[:3]} route cache after the run: {entries} entries, "
+            f"{scenario.label[:3]} route cache, steady state: {entries} entries, "
             f"{cache_bytes / 1024:.0f} KiB (the unacked hash: {unacked_bytes / 1024:.0f} KiB)"
         )
     print()
     print("Redis blocked = server time of one EVALSHA (INFO commandstats): nothing else is served meanwhile.")
     print("warm: the reserved messages are those of the previous reading; N% new: that share was")
-    print("acknowledged and replaced by new deliveries since (their values must be read); cold: no cache.")
+    print("acknowledged and replaced by new deliveries since (their values must be read); cold: no cache;")
+    print("cache off: every value read, nothing written (the script before it had a cache).")
     for mismatch in mismatches:
         print("MISMATCH:", mismatch)
     return 1 if mismatches else 0

@@ -132,6 +132,42 @@ def test_unacked_shrinking_and_growing_between_readings(redis_url: str) -> None:
     assert assert_exact(reader).routes_cached == 7
 
 
+def deliver_many(client: redis.Redis, options: TransportOptions, queues: tuple[str, ...], n: int) -> None:
+    pipe = client.pipeline(transaction=False)
+    for i in range(n):
+        queue = queues[i % len(queues)]
+        pipe.hset(options.unacked_hash_key, str(uuid.uuid4()), json.dumps([MESSAGE, "", queue]))
+    pipe.execute()
+
+
+def test_with_many_new_tags_only_a_sample_is_cached(redis_url: str) -> None:
+    """Above 1,000 unacked entries (the script's sample) the cache takes part
+    for all of them only while it knows a third of the sample: when most tags
+    are new at every reading, caching them would cost more than it saves."""
+    client = redis.Redis.from_url(redis_url)
+    reader = DepthReader(connect(redis_url), QUEUES, LAYOUT)
+    deliver_many(client, LAYOUT, QUEUES, 2500)
+
+    cold = assert_exact(reader)  # nothing known: the sample is cached
+    assert (cold.routes_cached, cold.routes_parsed) == (0, 2500)
+    assert client.hlen(reader.route_cache_key) == 1000
+    second = assert_exact(reader)  # the sample is known: every tag takes part
+    assert (second.routes_cached, second.routes_parsed) == (1000, 1500)
+    assert assert_exact(reader).routes_cached == 2500
+
+    # every task finished and as many new ones started: the cache is rewritten
+    # with the sample only, and the next reading takes every tag again
+    client.delete(LAYOUT.unacked_hash_key)
+    deliver_many(client, LAYOUT, QUEUES, 2500)
+    turned_over = assert_exact(reader)
+    assert (turned_over.routes_cached, turned_over.routes_parsed) == (0, 2500)
+    assert client.hlen(reader.route_cache_key) == 1000
+    assert assert_exact(reader).routes_cached == 1000
+    settled = assert_exact(reader)
+    assert settled.routes_cached == 2500
+    assert settled.queues == {q: QueueDepth(0, 2500 // 3 + (i < 2500 % 3)) for i, q in enumerate(QUEUES)}
+
+
 def test_stale_entries_never_count(redis_url: str) -> None:
     """Entries of acknowledged tags stay in the cache until it is rewritten;
     they must not be counted meanwhile."""

@@ -110,24 +110,41 @@ local route = {} -- index in tags -> routing key
 local cached = 0
 local size = 0 -- entries in the cache before this reading wrote any
 
+-- Looking up and writing a tag costs about a third of what reading its value
+-- costs, so the cache loses when most tags are new at every reading (tasks
+-- much shorter than the reading interval). The first TAGS_PER_CALL tags are
+-- a sample (HKEYS follows the tags' hash order: a stable part of the tag
+-- space); the other tags take part only when the cache knew at least a third
+-- of the sample. Otherwise only the sample is looked up and written, which
+-- is enough to notice when tags start to live longer.
+local sample = math.min(ntags, TAGS_PER_CALL)
+local covered = sample -- tags 1..covered take part in the cache
+
+local function lookup(first, last)
+  local reply = redis.pcall('HMGET', routes, unpack(tags, first, last))
+  if failed(reply) then
+    route, cached = {}, 0
+    return false
+  end
+  for k = 1, #reply do
+    if reply[k] then -- false: not cached
+      route[first + k - 1] = reply[k]
+      cached = cached + 1
+    end
+  end
+  return true
+end
+
 if use_cache then
   local reply = redis.pcall('HLEN', routes)
   if not failed(reply) then
     size = reply
   end
-  if size > 0 then
-    for i = 1, ntags, TAGS_PER_CALL do
-      local last = math.min(i + TAGS_PER_CALL - 1, ntags)
-      reply = redis.pcall('HMGET', routes, unpack(tags, i, last))
-      if failed(reply) then
-        route, cached = {}, 0
+  if size > 0 and sample > 0 and lookup(1, sample) and cached * 3 >= sample then
+    covered = ntags
+    for i = sample + 1, ntags, TAGS_PER_CALL do
+      if not lookup(i, math.min(i + TAGS_PER_CALL - 1, ntags)) then
         break
-      end
-      for k = 1, #reply do
-        if reply[k] then -- false: not cached
-          route[i + k - 1] = reply[k]
-          cached = cached + 1
-        end
       end
     end
   end
@@ -165,14 +182,20 @@ end
 -- (acknowledged, restored) are dropped by rewriting the cache once they are
 -- more than half as many as the unacked entries, so it never holds more than
 -- 1.5 entries per unacked entry; they are harmless meanwhile (only live tags
--- are looked up).
+-- are looked up). When only the sample took part, entries of the other tags
+-- count as stale here: at worst the cache is rewritten with the sample alone.
 if use_cache and cache_error == '' then
-  local write = parsed
+  local write = {}
+  for _, i in ipairs(parsed) do
+    if i <= covered then
+      write[#write + 1] = i
+    end
+  end
   local stale = size - cached
   if stale > 0 and stale * 2 > ntags then
     if not failed(redis.pcall('UNLINK', routes)) then
       write = {}
-      for i = 1, ntags do
+      for i = 1, covered do
         if route[i] then
           write[#write + 1] = i
         end
