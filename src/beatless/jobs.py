@@ -168,6 +168,87 @@ def build_jobs(*, monthly_allocation: MonthlyTime = MONTHLY_ALLOCATION) -> tuple
             ),
             idempotency="Reads metrics and schedules, publishes verdicts; a duplicate run adds datapoints.",
         ),
+        Job(
+            name="auth_cleanup",
+            summary=(
+                "Deactivates API keys whose expiry or revocation has passed; deletes keys and sessions "
+                "that ended longer ago than their retention (AUTH_API_KEY_RETENTION_DAYS, default 90; "
+                "AUTH_SESSION_RETENTION_DAYS, default 7)."
+            ),
+            schedule=Schedule("cron(0 * * * ? *)"),
+            period_seconds=HOUR,
+            timeout_seconds=300,
+            memory_mb=256,
+            needs=frozenset({Need.DATABASE}),
+            # A late run does the same work; the next hour's run catches up anyway.
+            retry=RetryPolicy(scheduler_attempts=3, max_event_age_seconds=HOUR, lambda_async_retries=2),
+            idempotency=(
+                "Row lock + status guard per key (FOR UPDATE SKIP LOCKED, deactivated_at IS NULL) and "
+                "deletes of locked rows, in the chunk's transaction; replays find nothing to do."
+            ),
+            mutating=True,
+        ),
+        Job(
+            name="storage_usage_collector",
+            summary=(
+                "Measures every graph's stored bytes (customer data bucket prefixes, graph databases) and "
+                "writes one snapshot per graph for the hour it runs in."
+            ),
+            schedule=Schedule("cron(5 * * * ? *)"),
+            period_seconds=HOUR,
+            timeout_seconds=600,
+            memory_mb=256,
+            needs=frozenset({Need.DATABASE, Need.STORAGE_READ}),
+            # A snapshot measures "now" for its hour: deliver within the hour or not at all.
+            retry=RetryPolicy(
+                scheduler_attempts=3, max_event_age_seconds=50 * MINUTE, lambda_async_retries=2
+            ),
+            idempotency=(
+                "storage_usage_snapshots PRIMARY KEY (graph, hour), INSERT ... ON CONFLICT DO NOTHING; "
+                "replays measure only graphs without a snapshot."
+            ),
+            mutating=True,
+        ),
+        Job(
+            name="storage_billing",
+            summary=(
+                "Charges each graph, for the previous UTC day, its average stored bytes above the tier's "
+                "included storage (exact micro-credits, rounded down), even below a zero balance."
+            ),
+            schedule=Schedule("cron(0 2 * * ? *)"),
+            period_seconds=DAY,
+            timeout_seconds=900,
+            memory_mb=512,
+            needs=frozenset({Need.DATABASE}),
+            # The day billed comes from the scheduled time, so a late run still bills the right day.
+            retry=RetryPolicy(scheduler_attempts=10, max_event_age_seconds=6 * HOUR, lambda_async_retries=2),
+            idempotency=(
+                "storage_charges PRIMARY KEY (graph, day) and the ledger's UNIQUE key "
+                "storage:<graph>:<day>, written in one transaction; replays find the charge."
+            ),
+            mutating=True,
+        ),
+        Job(
+            name="pending_transaction_processor",
+            summary=(
+                "Settles transactions still pending after PENDING_TRANSACTION_MAX_AGE_MINUTES (default "
+                "60): finalized into the ledger or reverted, as transaction_kinds says."
+            ),
+            # 7 minutes after the reservation cleanup's quarter hours, so the two do not start together.
+            schedule=Schedule("cron(7/15 * * * ? *)"),
+            period_seconds=15 * MINUTE,
+            timeout_seconds=300,
+            memory_mb=256,
+            needs=frozenset({Need.DATABASE}),
+            retry=RetryPolicy(
+                scheduler_attempts=3, max_event_age_seconds=15 * MINUTE, lambda_async_retries=2
+            ),
+            idempotency=(
+                "Row lock + status guard per transaction (FOR UPDATE SKIP LOCKED, status = 'pending') "
+                "and the ledger's UNIQUE key transaction:<id>, in one transaction."
+            ),
+            mutating=True,
+        ),
     )
 
 
