@@ -8,9 +8,10 @@ available again. Holds are never ledger entries: no balance moves.
 
 Each chunk is one statement in one transaction: walk `credit_reservations_held`
 by (expires_at, reservation_id) strictly after the previous chunk's last key,
-lock up to CHUNK_SIZE of those holds with FOR UPDATE SKIP LOCKED (the status
-guard `status = 'held'` is re-checked on the locked row), set them `expired`,
-return how many and the last key. So: a concurrent run skips what another one
+lock up to CHUNK_SIZE of those rows with FOR UPDATE SKIP LOCKED (a hold's row in
+`credit_reservations_held` is its lock: `commit`/`release` take it first too),
+set the holds `expired` under the status guard `status = 'held'`, return how
+many and the last key. So: a concurrent run skips what another one
 holds and no hold is expired twice; a replay of the same scheduled time finds
 nothing; a run killed mid-chunk loses only that chunk (rolled back), which the
 next run does; the keyset never re-reads the index entries that previous chunks
@@ -34,15 +35,13 @@ _BEGINNING = (datetime.fromisoformat("0001-01-01T00:00:00+00:00"), 0)
 
 _CHUNK_SQL = """
 WITH picked AS (
-    SELECT r.id, h.expires_at
-    FROM credit_reservations_held h
-    JOIN credit_reservations r ON r.id = h.reservation_id
-    WHERE h.expires_at <= %(cutoff)s
-      AND (h.expires_at, h.reservation_id) > (%(after_at)s, %(after_id)s)
-      AND r.status = 'held'
-    ORDER BY h.expires_at, h.reservation_id
+    SELECT reservation_id AS id, expires_at
+    FROM credit_reservations_held
+    WHERE expires_at <= %(cutoff)s
+      AND (expires_at, reservation_id) > (%(after_at)s, %(after_id)s)
+    ORDER BY expires_at, reservation_id
     LIMIT %(limit)s
-    FOR UPDATE OF r SKIP LOCKED
+    FOR UPDATE SKIP LOCKED
 ), expired AS (
     UPDATE credit_reservations
     SET status = 'expired', settled_at = now()

@@ -6,8 +6,10 @@ Holds are not ledger entries (they never change the balance); committing one
 posts one `hold_commit` entry of the consumed amount. One hold per
 (account, operation_id): reserving again for the same operation returns it.
 
-Lock order, shared with the database triggers and the cleanup job: a hold row
-before its account row; several accounts in ascending id.
+Lock order, shared with the database triggers and the cleanup job: a held
+hold's row in `credit_reservations_held` (the cleanup locks those with SKIP
+LOCKED), then its `credit_reservations` row, then its account row; several
+accounts in ascending id.
 """
 
 from __future__ import annotations
@@ -115,6 +117,9 @@ def commit(conn: Conn, account_id: int, operation_id: str, consumed_micro: int) 
             raise HoldNotActive(
                 "operation_id", f"hold {hold.id} of operation {operation_id!r} expired at {hold.expires_at}"
             )
+        # The account before the ledger entry: its foreign key takes a share lock on the
+        # account row that two commits would otherwise both try to upgrade (deadlock).
+        lock_account(conn, account_id)
         row = conn.execute(
             f"UPDATE credit_reservations SET status = 'committed', consumed_micro = %s, settled_at = now() "
             f"WHERE id = %s AND status = 'held' RETURNING {_COLUMNS}",
@@ -156,6 +161,12 @@ def get_hold(conn: Conn, account_id: int, operation_id: str) -> Hold | None:
 def _find(conn: Conn, account_id: Any, operation_id: str, *, lock: bool) -> Hold | None:
     if isinstance(account_id, bool) or not isinstance(account_id, int):
         raise InvalidInput("account_id", f"must be an integer account id, got {account_id!r}")
+    if lock:  # the held row first (a running cleanup chunk holds it: wait for it to finish)
+        conn.execute(
+            "SELECT 1 FROM credit_reservations_held h JOIN credit_reservations r ON r.id = h.reservation_id "
+            "WHERE r.account_id = %s AND r.operation_id = %s FOR UPDATE OF h",
+            (account_id, operation_id),
+        )
     row = conn.execute(
         f"SELECT {_COLUMNS} FROM credit_reservations WHERE account_id = %s AND operation_id = %s"
         + (" FOR UPDATE" if lock else ""),

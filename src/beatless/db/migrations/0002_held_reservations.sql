@@ -28,11 +28,19 @@
 --   a new hold never leaves balance_micro - held below 0 (accounts locked in id order
 --     first, so concurrent inserts for one account are checked one after the other)
 --   the ledger is append-only; a hold moves only held -> committed | released | expired
--- Lock order: a hold's credit_reservations row before its account; several accounts in
--- ascending id. Settling holds (cleanup, commit, release) locks no account row except
--- for the ledger entry of a commit. The held sum is read AFTER the account row lock in
--- a separate statement (READ COMMITTED: that statement sees every hold committed before
--- the lock was granted) — callers of the credit API use READ COMMITTED.
+-- Locks (every writer follows this order, so none can deadlock another):
+--   1. a held hold's row in credit_reservations_held — the hold's lock: the cleanup takes
+--      it with FOR UPDATE SKIP LOCKED, commit/release take it (waiting) first;
+--   2. its credit_reservations row;
+--   3. account rows, FOR UPDATE, in ascending id, BEFORE inserting rows that reference
+--      them (ledger entries, holds, allocations, charges): a foreign key check takes a
+--      share lock on the account, and two transactions that both hold it and then both
+--      need FOR UPDATE (the ledger trigger does) deadlock. The credit API does this;
+--      bulk jobs lock their chunk's accounts first (SELECT ... ORDER BY id FOR UPDATE).
+-- Settling a hold (cleanup, release) locks no account at all; a commit locks its one.
+-- The held sum is read AFTER the account row lock, in a separate statement (READ
+-- COMMITTED: it sees every hold committed before the lock was granted) — callers of the
+-- credit API use READ COMMITTED.
 
 DROP INDEX credit_reservations_held_by_expiry;  -- 0001's partial index on credit_reservations
 ALTER TABLE credit_reservations SET (fillfactor = 80);  -- room on each page for HOT updates
