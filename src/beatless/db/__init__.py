@@ -2,8 +2,11 @@
 
 `beatless.db.migrate.migrate(conn)` applies `migrations/NNNN_<name>.sql` in
 order (locally: `beatless db migrate --dsn ...`; in AWS: the `db_migrate`
-custom-resource Lambda on every deploy). The schema and its invariants are
-described at the top of `migrations/0001_credits.sql`.
+custom-resource Lambda on every deploy). The schema is described at the top
+of `migrations/0001_credits.sql`; its invariants and lock order as they stand
+now at the top of `migrations/0002_held_reservations.sql` (which moved held
+holds into `credit_reservations_held` and made the held amount computed).
+Amounts are BIGINT micro-credits everywhere.
 """
 
 from __future__ import annotations
