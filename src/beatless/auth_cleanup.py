@@ -148,8 +148,8 @@ def clean_up_auth(
 
     Counts `deactivated_keys`, `deleted_keys`, `deleted_sessions`. `remaining`:
     rows of the three passes a run short of time left for the next one. Dry run:
-    `would_deactivate_keys`, `would_delete_keys`, `would_delete_sessions`, nothing
-    changed.
+    `would_deactivate_keys`, `would_delete_keys`, `would_delete_sessions` (their sum
+    as `remaining`), nothing changed.
     """
     cutoff = as_of(ctx)
     passes = (
@@ -166,7 +166,8 @@ def clean_up_auth(
         for p, pass_cutoff in passes:
             sql = _left_sql(p, ahead=True)
             details[p.would] = ctx.conn.execute(sql, _params(pass_cutoff, _BEGINNING)).fetchone()[0]
-        return JobOutcome(remaining=0, details=details)
+        # Like every dry run: "remaining" is what a real run would do now.
+        return JobOutcome(remaining=sum(details[p.would] for p, _ in passes), details=details)
 
     remaining = 0
     out_of_time = False

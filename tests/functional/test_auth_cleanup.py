@@ -271,7 +271,7 @@ def test_a_dry_run_reports_and_changes_nothing(
     summary = run(tick(T, dry_run=True))
     assert summary["dry_run"] is True and summary["counts"] == {}
     assert (summary["would_deactivate_keys"], summary["would_delete_keys"]) == (2, 2)
-    assert summary["would_delete_sessions"] == 1
+    assert summary["would_delete_sessions"] == 1 and summary["remaining"] == 5
     assert snapshot(conn) == before
     assert emf_documents(capsys.readouterr().out) == []
 

@@ -212,6 +212,7 @@ def test_a_dry_run_reports_and_changes_nothing(
     assert summary["dry_run"] is True and summary["counts"] == {}
     assert (summary["would_finalize"], summary["would_finalize_micro"]) == (2, -75)
     assert (summary["would_revert"], summary["inconsistent"]) == (1, 1)
+    assert summary["remaining"] == 3
     assert snapshot(conn) == before
     assert emf_documents(capsys.readouterr().out) == []
 

@@ -278,7 +278,7 @@ def test_a_dry_run_reports_and_changes_nothing(
     summary = run(tick(T, dry_run=True))
     assert summary["dry_run"] is True and summary["counts"] == {}
     assert (summary["would_charge"], summary["would_charge_micro"]) == (2, 5 * CREDIT)
-    assert summary["would_record_zero"] == 1
+    assert summary["would_record_zero"] == 1 and summary["remaining"] == 3
     assert snapshot(conn) == before
     assert emf_documents(capsys.readouterr().out) == []
 

@@ -184,6 +184,7 @@ def test_a_dry_run_measures_and_writes_nothing(
     summary = run(tick(T, dry_run=True))
     assert summary["dry_run"] is True and summary["counts"] == {}
     assert (summary["would_snapshot"], summary["would_snapshot_bytes"]) == (2, 100)
+    assert summary["remaining"] == 2
     assert snapshot(conn) == before
     assert emf_documents(capsys.readouterr().out) == []
 

@@ -180,7 +180,8 @@ def bill_storage(ctx: JobContext, *, chunk_size: int = CHUNK_SIZE) -> JobOutcome
     sum), `zero_charges` (graph-days recorded at 0) and `accounts_opened`.
     `remaining`: graph-days a run short of time left. Raises `UntieredGraphs`,
     after billing the others, for graphs without a tier on that day. Dry run:
-    `would_charge`, `would_charge_micro`, `would_record_zero`, nothing written.
+    `would_charge`, `would_charge_micro`, `would_record_zero` (`remaining` = the
+    rows a real run would write), nothing written.
     """
     day = ctx.period
     billed_day = day.start.date()
@@ -227,6 +228,8 @@ def bill_storage(ctx: JobContext, *, chunk_size: int = CHUNK_SIZE) -> JobOutcome
     details: dict[str, Any] = {"day": billed_day.isoformat(), "chunks": report.chunks}
     if ctx.dry_run:
         details.update(dry)
+        # Like every dry run: "remaining" is what a real run would write now.
+        remaining += dry["would_charge"] + dry["would_record_zero"]
     if untiered:
         raise UntieredGraphs(billed_day, sorted(untiered))
     return JobOutcome(remaining=remaining, details=details)

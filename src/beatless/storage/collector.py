@@ -95,7 +95,7 @@ def collect_storage_usage(
 
     Counts `snapshots` (written by this run) and `snapshot_bytes` (their total).
     `remaining`: graphs a run short of time left. Dry run: measures and reports
-    `would_snapshot` and `would_snapshot_bytes`, writes nothing.
+    `would_snapshot` (also as `remaining`) and `would_snapshot_bytes`, writes nothing.
     """
     hour = ctx.period
     params: dict[str, Any] = {"start": hour.start, "end": hour.end, "limit": chunk_size}
@@ -109,7 +109,7 @@ def collect_storage_usage(
         if not ctx.deadline.allows(2 * slowest_ms if chunks else FIRST_CHUNK_MS):
             left = ctx.conn.execute(_LEFT_SQL, {**params, "after": after}).fetchone()[0]
             details["chunks"] = chunks
-            return JobOutcome(remaining=left, details={**details, **_dry(ctx, would, would_bytes)})
+            return JobOutcome(remaining=left + would, details={**details, **_dry(ctx, would, would_bytes)})
         started = ctx.clock()
         ids = [row[0] for row in ctx.conn.execute(_DUE_SQL, {**params, "after": after}).fetchall()]
         if ids:
@@ -138,7 +138,8 @@ def collect_storage_usage(
         slowest_ms = max(slowest_ms, (ctx.clock() - started) * 1000)
         if len(ids) < chunk_size:
             details["chunks"] = chunks
-            return JobOutcome(remaining=0, details={**details, **_dry(ctx, would, would_bytes)})
+            # A dry run's "remaining" is what a real run would write now (as every job's).
+            return JobOutcome(remaining=would, details={**details, **_dry(ctx, would, would_bytes)})
 
 
 def _dry(ctx: JobContext, would: int, would_bytes: int) -> dict[str, int]:

@@ -145,7 +145,8 @@ def settle_stale_transactions(
     `reverted`. `remaining`: stale transactions a run short of time left. Raises
     `InconsistentTransactions` after the rest is settled if any were left pending
     for a sign that contradicts their kind. Dry run: `would_finalize`,
-    `would_finalize_micro`, `would_revert`, `inconsistent`; nothing changed.
+    `would_finalize_micro`, `would_revert`, `inconsistent`; `remaining` = would
+    finalize + would revert; nothing changed.
     """
     cutoff = as_of(ctx)
     stale_before = cutoff - settings.max_age
@@ -160,7 +161,8 @@ def settle_stale_transactions(
             would_revert=revert,
             inconsistent=bad,
         )
-        return JobOutcome(remaining=0, details=details)
+        # Like every dry run: "remaining" is what a real run would settle now.
+        return JobOutcome(remaining=finalize + revert, details=details)
 
     inconsistent: list[int] = []
 
