@@ -112,6 +112,7 @@ GRAPH_ALLOCATION_DELAY_MINUTES = 30
 
 def build_jobs(*, monthly_allocation: MonthlyTime = MONTHLY_ALLOCATION) -> tuple[Job, ...]:
     """Every scheduled job; `monthly_allocation` moves the monthly allocation pair."""
+    graph_allocation = monthly_allocation.later(GRAPH_ALLOCATION_DELAY_MINUTES)
     return (
         Job(
             name="worker_monitor",
@@ -167,6 +168,87 @@ def build_jobs(*, monthly_allocation: MonthlyTime = MONTHLY_ALLOCATION) -> tuple
                 scheduler_attempts=2, max_event_age_seconds=30 * MINUTE, lambda_async_retries=1
             ),
             idempotency="Reads metrics and schedules, publishes verdicts; a duplicate run adds datapoints.",
+        ),
+        Job(
+            name="shared_credit_allocation",
+            summary=(
+                "Grants each shared-repository subscription active at the scheduled time its plan's "
+                "monthly credits, up to the plan's balance cap: one allocation per account and month."
+            ),
+            schedule=Schedule(monthly_allocation.cron()),
+            period_seconds=31 * DAY,  # the longest gap between two monthly fire times
+            timeout_seconds=900,
+            memory_mb=512,
+            needs=frozenset({Need.DATABASE}),
+            # Late is fine, missing is not: retry for hours (Lambda's async limit is 6 h).
+            retry=RetryPolicy(scheduler_attempts=10, max_event_age_seconds=6 * HOUR, lambda_async_retries=2),
+            idempotency=(
+                "monthly_allocations PRIMARY KEY (account, month) and the ledger's UNIQUE key "
+                "allocation:subscription:<account>:<month>, written with the ledger entry under the "
+                "account's row lock; replays find the allocation."
+            ),
+            mutating=True,
+        ),
+        Job(
+            name="graph_credit_allocation",
+            summary=(
+                "Grants each graph its tier's monthly credits (the tier in force at the scheduled time), "
+                "only up to the tier's balance cap (possibly 0, still recorded): one allocation per "
+                "account and month."
+            ),
+            schedule=Schedule(graph_allocation.cron()),
+            period_seconds=31 * DAY,
+            timeout_seconds=900,
+            memory_mb=512,
+            needs=frozenset({Need.DATABASE}),
+            retry=RetryPolicy(scheduler_attempts=10, max_event_age_seconds=6 * HOUR, lambda_async_retries=2),
+            idempotency=(
+                "monthly_allocations PRIMARY KEY (account, month) and the ledger's UNIQUE key "
+                "allocation:graph:<account>:<month>, written with the ledger entry under the account's "
+                "row lock; a 0 grant at the cap is recorded too, so replays never top up."
+            ),
+            mutating=True,
+        ),
+        Job(
+            name="credit_health_check",
+            summary=(
+                "Reconciles every account's balance and held amount with the ledger and the holds, "
+                "counts negative balances and missed monthly allocations, publishes the figures and "
+                "raises on any inconsistency. Read-only."
+            ),
+            schedule=Schedule("cron(0 6 ? * MON *)"),
+            period_seconds=7 * DAY,
+            timeout_seconds=900,
+            memory_mb=512,
+            needs=frozenset({Need.DATABASE}),
+            # A rerun repeats the figures (and the alarm), nothing else.
+            retry=RetryPolicy(scheduler_attempts=3, max_event_age_seconds=6 * HOUR, lambda_async_retries=1),
+            idempotency="Read-only (READ ONLY transactions); a duplicate run publishes the same figures.",
+            # Which month's allocations are due by now: the allocation schedules, from here only.
+            environment=MappingProxyType(
+                {
+                    "SHARED_ALLOCATION_SCHEDULE": monthly_allocation.cron(),
+                    "GRAPH_ALLOCATION_SCHEDULE": graph_allocation.cron(),
+                }
+            ),
+        ),
+        Job(
+            name="monthly_usage_summary",
+            summary=(
+                "Writes one usage summary per graph for the previous month: credits allocated, consumed "
+                "and charged for storage, mean stored bytes and GiB-days, tier at the month's end."
+            ),
+            schedule=Schedule("cron(0 6 2 * ? *)"),
+            period_seconds=31 * DAY,
+            timeout_seconds=900,
+            memory_mb=512,
+            needs=frozenset({Need.DATABASE}),
+            retry=RetryPolicy(scheduler_attempts=10, max_event_age_seconds=6 * HOUR, lambda_async_retries=2),
+            idempotency=(
+                "monthly_usage_summaries PRIMARY KEY (graph, month), INSERT ... ON CONFLICT DO NOTHING; "
+                "the first summary stays."
+            ),
+            mutating=True,
         ),
         Job(
             name="auth_cleanup",

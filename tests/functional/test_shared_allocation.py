@@ -1,0 +1,207 @@
+"""shared_credit_allocation on a real PostgreSQL: subscriptions starting and ending
+around the allocation time, plans and their caps, replays, 16 concurrent runs,
+a run out of time, dry runs, console and malformed events."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+import shared_credit_allocation
+from beatless import credits
+from beatless.allocation import SHARED, allocate_month
+from beatless.db.testing import snapshot
+from beatless.errors import InvalidInput
+from beatless.jobrun import JobContext, month_of, run_scheduled_job
+from beatless.jobs import MONTHLY_ALLOCATION, job
+from tests.functional.allocation_support import (
+    CREDIT,
+    US,
+    account_of_user,
+    allocation_entries,
+    allocations,
+    balance,
+    conn,
+    context,
+    dsn,
+    emf_documents,
+    run_concurrently,
+    subscription,
+    tick,
+)
+
+__all__ = ["conn", "dsn"]  # fixtures
+
+JOB = "shared_credit_allocation"
+EVENTS = Path(__file__).resolve().parents[2] / "events" / JOB
+T = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)  # the scheduled time of events/.../scheduled_tick.json
+NEXT = datetime(2027, 1, 1, 3, 0, tzinfo=UTC)
+STARTER, ADVANCED = 5_000 * CREDIT, 25_000 * CREDIT
+
+
+def run(event: Any, ctx: Any = None) -> dict[str, Any]:
+    return shared_credit_allocation.handler(event, ctx or context())
+
+
+def run_small_chunks(at: datetime, chunk_size: int, ctx: Any = None, **extra: Any) -> dict[str, Any]:
+    def work(job_ctx: JobContext) -> Any:
+        return allocate_month(job_ctx, SHARED, chunk_size=chunk_size)
+
+    return run_scheduled_job(JOB, tick(at, **extra), ctx or context(), work, env=os.environ, period=month_of)
+
+
+def test_the_schedule_comes_from_the_registry_time() -> None:
+    entry = job(JOB)
+    assert entry.schedule.expression == MONTHLY_ALLOCATION.cron() == "cron(0 3 1 * ? *)"
+    assert entry.mutating and entry.retry.lambda_async_retries == 2
+
+
+def test_allocates_to_the_subscriptions_active_at_the_scheduled_time(
+    conn: psycopg.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    long_time = subscription(conn, "long-time", balance=0)
+    advanced = subscription(conn, "advanced", "advanced", balance=1_000)
+    starts_at_t = subscription(conn, "starts-at-t", started=T, balance=0)  # active from T on
+    subscription(conn, "starts-after-t", started=T + US, balance=0)  # a microsecond late
+    subscription(conn, "ended-at-t", ended=T, balance=0)  # ended exactly at T: not active
+    ends_after_t = subscription(conn, "ends-after-t", ended=T + US, balance=0)
+    subscription(conn, "ended-in-november", ended=datetime(2026, 11, 10, tzinfo=UTC), balance=0)
+    near_cap = subscription(conn, "near-cap", balance=8_000)  # starter cap 10,000
+    above_cap = subscription(conn, "above-cap", balance=12_000)
+    subscription(conn, "no-account-yet", account=False)
+    capsys.readouterr()
+
+    summary = run(tick(T))
+
+    new_account = account_of_user(conn, "no-account-yet")
+    expected = {
+        long_time: ("starter", STARTER, STARTER),
+        advanced: ("advanced", ADVANCED, ADVANCED),
+        starts_at_t: ("starter", STARTER, STARTER),
+        ends_after_t: ("starter", STARTER, STARTER),
+        near_cap: ("starter", STARTER, 2_000 * CREDIT),
+        above_cap: ("starter", STARTER, 0),
+        new_account: ("starter", STARTER, STARTER),
+    }
+    assert allocations(conn) == {(account, "2026-12"): value for account, value in expected.items()}
+    granted = sum(value[2] for value in expected.values())
+    assert summary["counts"] == {
+        "allocations": 7,
+        "granted_micro": granted,
+        "capped": 2,
+        "accounts_opened": 1,
+    }
+    assert summary["remaining"] == 0 and summary["complete"] and summary["kind"] == "subscription"
+    assert balance(conn, advanced) == 26_000 * CREDIT and balance(conn, near_cap) == 10_000 * CREDIT
+    assert (above_cap, 0, f"allocation:subscription:{above_cap}:2026-12") in allocation_entries(conn)
+    assert credits.mismatches(conn) == []
+    (document,) = emf_documents(capsys.readouterr().out)
+    assert document["Job"] == JOB and document["Allocations"] == [7] and document["JobSucceeded"] == [1]
+
+
+def test_replays_have_one_effect_and_the_next_month_its_own(conn: psycopg.Connection) -> None:
+    first_sub = subscription(conn, "a", balance=0)
+    second_sub = subscription(conn, "b", "advanced", balance=0)
+    first = run(tick(T, execution_id="x", attempt_number="1"))
+    after_first = snapshot(conn)
+    replays = [run(tick(T, execution_id=e, attempt_number=str(n))) for n, e in ((2, "y"), (3, "z"))]
+    assert first["counts"]["allocations"] == 2
+    assert [r["counts"]["allocations"] for r in replays] == [0, 0]
+    assert snapshot(conn) == after_first
+    # The subscription ends in mid-December: no January allocation.
+    conn.execute(
+        "UPDATE repository_subscriptions SET ended_at = %s WHERE user_id = 'b'", (T + timedelta(days=14),)
+    )
+    january = run(tick(NEXT))
+    assert january["counts"]["allocations"] == 1
+    assert set(allocations(conn)) == {(first_sub, "2026-12"), (second_sub, "2026-12"), (first_sub, "2027-01")}
+    assert balance(conn, first_sub) == 10_000 * CREDIT
+    assert credits.mismatches(conn) == []
+
+
+def test_sixteen_concurrent_runs_allocate_each_subscription_once(conn: psycopg.Connection) -> None:
+    for i in range(40):
+        subscription(conn, f"u{i:03}", ("starter", "advanced")[i % 2], balance=[0, 9_000][i % 4 // 2])
+    subscription(conn, "late", account=False)
+
+    results = run_concurrently(16, lambda i: run_small_chunks(T, chunk_size=3, execution_id=f"run-{i}"))
+
+    assert sum(r["counts"]["allocations"] for r in results) == 41
+    assert sum(r["counts"]["accounts_opened"] for r in results) == 1
+    assert all(r["remaining"] == 0 for r in results)
+    entries = allocation_entries(conn)
+    assert len(allocations(conn)) == len(entries) == len({key for _, _, key in entries}) == 41
+    assert sum(r["counts"]["granted_micro"] for r in results) == sum(amount for _, amount, _ in entries)
+    assert credits.mismatches(conn) == []
+
+
+def test_a_run_out_of_time_stops_cleanly_and_the_next_run_completes(conn: psycopg.Connection) -> None:
+    for i in range(12):
+        subscription(conn, f"u{i:03}", balance=0)
+    short = run_small_chunks(T, chunk_size=2, ctx=context(remaining_ms=16_000, shrink_ms=2_000))
+    assert short["counts"]["allocations"] == 6 and short["remaining"] == 6 and not short["complete"]
+    rest = run(tick(T))
+    assert rest["counts"]["allocations"] == 6 and rest["complete"]
+    assert len(allocation_entries(conn)) == 12 and credits.mismatches(conn) == []
+
+
+def test_a_dry_run_reports_and_changes_nothing(
+    conn: psycopg.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    subscription(conn, "a", balance=0)
+    subscription(conn, "b", balance=9_000)
+    subscription(conn, "c", account=False)
+    before = snapshot(conn)
+    capsys.readouterr()
+    summary = run(tick(T, dry_run=True))
+    assert summary["would"] == {
+        "subjects": 3,
+        "grant_micro": STARTER + 1_000 * CREDIT + STARTER,
+        "capped": 1,
+        "without_account": 1,
+    }
+    assert summary["counts"] == {} and summary["remaining"] == 3
+    assert snapshot(conn) == before
+    assert emf_documents(capsys.readouterr().out) == []
+
+
+def test_every_console_event_is_accepted(conn: psycopg.Connection) -> None:
+    subscription(conn, "a", balance=0)
+    assert {"scheduled_tick.json", "minimal.json", "dry_run.json"} <= {p.name for p in EVENTS.glob("*.json")}
+    for path in sorted(EVENTS.glob("*.json")):
+        event = json.loads(path.read_text())
+        summary = run(event)
+        assert summary["dry_run"] is event.get("dry_run", False), path.name
+        if "scheduled_time" in event:
+            assert summary["scheduled_time"] == event["scheduled_time"]
+    tick_event = json.loads((EVENTS / "scheduled_tick.json").read_text())
+    assert tick_event["scheduled_time"] == "2026-12-01T03:00:00Z"
+    assert {"execution_id", "attempt_number"} <= set(tick_event)
+
+
+MALFORMED: list[tuple[Any, str]] = [
+    ({"scheduled_time": "2026-12-01 03:00"}, "scheduled_time"),
+    ({"scheduled_time": None, "dry_run": None}, "dry_run"),
+    ({"dry_run": 0}, "dry_run"),
+    ({"attempt_number": "two"}, "attempt_number"),
+    ({"execution_id": 12}, "execution_id"),
+    ({"plan": "advanced"}, "plan"),
+    (17, "event"),
+]
+
+
+def test_malformed_events_are_rejected_naming_the_field_and_change_nothing(conn: psycopg.Connection) -> None:
+    subscription(conn, "a", balance=0)
+    subscription(conn, "c", account=False)
+    before = snapshot(conn)
+    for event, field in MALFORMED:
+        with pytest.raises(InvalidInput) as info:
+            run(event)
+        assert info.value.field == field and field in str(info.value), event
+    assert snapshot(conn) == before
