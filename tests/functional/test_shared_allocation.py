@@ -23,6 +23,7 @@ from beatless.jobs import MONTHLY_ALLOCATION, job
 from tests.functional.allocation_support import (
     CREDIT,
     US,
+    Background,
     account_of_user,
     allocation_entries,
     allocations,
@@ -31,9 +32,11 @@ from tests.functional.allocation_support import (
     context,
     dsn,
     emf_documents,
+    one,
     run_concurrently,
     subscription,
     tick,
+    wait_until,
 )
 
 __all__ = ["conn", "dsn"]  # fixtures
@@ -149,6 +152,31 @@ def test_a_run_out_of_time_stops_cleanly_and_the_next_run_completes(conn: psycop
     rest = run(tick(T))
     assert rest["counts"]["allocations"] == 6 and rest["complete"]
     assert len(allocation_entries(conn)) == 12 and credits.mismatches(conn) == []
+
+
+def test_a_connection_killed_mid_batch_leaves_the_rest_to_the_next_run(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    accounts = [subscription(conn, f"u{i:03}", balance=0) for i in range(40)]
+    with psycopg.connect(dsn) as user:
+        credits.lock_account(user, accounts[-1])  # so the run cannot have finished when it is killed
+        job_run = Background(lambda: run_small_chunks(T, chunk_size=1))
+        wait_until(lambda: len(allocations(conn)) >= 10, what="some chunks to commit")
+        (pid,) = one(
+            conn,
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = current_database()",
+            (f"beatless:{JOB}",),
+        )
+        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(psycopg.OperationalError):
+            job_run.result()
+        user.rollback()
+    done = len(allocations(conn))
+    assert 10 <= done < 40 and len(allocation_entries(conn)) == done
+    rest = run(tick(T))
+    assert rest["counts"]["allocations"] == 40 - done and rest["complete"]
+    assert len(allocations(conn)) == len(allocation_entries(conn)) == 40
+    assert credits.mismatches(conn) == []
 
 
 def test_a_dry_run_reports_and_changes_nothing(
