@@ -66,7 +66,7 @@ FROM (
                 WHEN i %% %(every)s < %(due_share)s + %(live_share)s THEN 'held-live'
                 ELSE (ARRAY['committed', 'released', 'expired'])[1 + i %% 3] END AS kind,
            %(cutoff)s::timestamptz - interval '90 days' * ((%(total)s - i)::float8 / %(total)s) AS due_at
-    FROM generate_series(%(first)s, %(last)s) AS i
+    FROM generate_series(%(first)s::int, %(last)s::int) AS i
 ) AS g,
 LATERAL (SELECT CASE WHEN kind = 'held-live' THEN 'held' ELSE kind END AS status,
                 CASE WHEN kind = 'held-live'
@@ -107,10 +107,10 @@ def build(server: Any, name: str, args: argparse.Namespace) -> None:
         migrate(conn)
         conn.execute("SET maintenance_work_mem = '512MB'")
         users = max(1, args.accounts // 10)
-        conn.execute("INSERT INTO users (id) SELECT 'user-' || u FROM generate_series(1, %s) u", (users,))
+        conn.execute("INSERT INTO users (id) SELECT 'user-' || u FROM generate_series(1, %s::int) u", (users,))
         conn.execute(
             "INSERT INTO graphs (id, owner_id, created_at) SELECT 'graph-' || g, 'user-' || (1 + g %% %s), "
-            "%s::timestamptz - interval '1 year' FROM generate_series(1, %s) g",
+            "%s::timestamptz - interval '1 year' FROM generate_series(1, %s::int) g",
             (users, CUTOFF, args.accounts),
         )
         conn.execute(
@@ -195,6 +195,7 @@ def child(method: str, dsn: str, loop_sample: int, chunk_size: int) -> None:
     elif method == "loop":
         with psycopg.connect(dsn, autocommit=True) as conn:
             started = time.perf_counter()
+            marks: list[float] = []
             while released < loop_sample:
                 with conn.transaction():
                     row = conn.execute(
@@ -211,6 +212,11 @@ def child(method: str, dsn: str, loop_sample: int, chunk_size: int) -> None:
                         (row[0],),
                     )
                 released += 1
+                if released % max(1, loop_sample // 4) == 0:
+                    marks.append(time.perf_counter() - started)
+        quarter = max(1, loop_sample // 4)
+        spans = [b - a for a, b in zip([0.0, *marks], marks, strict=False)]
+        extra = {"quarter_rates": [round(quarter / span) for span in spans if span > 0]}
     elif method == "naive":
         with psycopg.connect(dsn, autocommit=True) as conn:
             while True:
@@ -263,7 +269,16 @@ def run_method(server: Any, source: str, method: str, args: argparse.Namespace) 
             "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'i')"
         )
     command = [sys.executable, __file__, "--child", method, dsn, str(args.loop_sample), str(args.chunk_size)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    snapshot = None
+    if args.open_snapshot:  # another session's old snapshot: dead entries cannot be marked killed
+        snapshot = psycopg.connect(dsn)
+        snapshot.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        snapshot.execute("SELECT count(*) FROM users")
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+    finally:
+        if snapshot is not None:
+            snapshot.close()
     if done.returncode != 0:
         raise SystemExit(f"{method} failed:\n{done.stderr}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -289,6 +304,11 @@ def main() -> int:
     parser.add_argument("--loop-sample", type=int, default=20_000, help="holds the loop releases (timed)")
     parser.add_argument("--chunk-size", type=int, default=0, help="default: the job's CHUNK_SIZE")
     parser.add_argument("--shared-buffers", default="2GB", help="PostgreSQL shared_buffers (default 2GB)")
+    parser.add_argument(
+        "--open-snapshot",
+        action="store_true",
+        help="hold a REPEATABLE READ snapshot open in another session while each method runs",
+    )
     parser.add_argument("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -304,6 +324,7 @@ def main() -> int:
     print(
         f"{args.reservations:,} holds ({args.expired:,} due at {CUTOFF:%Y-%m-%d %H:%M}Z), "
         f"{args.accounts:,} accounts; chunk size {args.chunk_size:,}; "
+        f"{'an old snapshot held open during each method; ' if args.open_snapshot else ''}"
         f"load average {os.getloadavg()[0]:.2f}; {os.cpu_count()} CPUs"
     )
     server = tuned_server(args.shared_buffers)
@@ -325,6 +346,7 @@ def main() -> int:
     finally:
         server.close()
     due = before["due"]
+    wrong = 0
     print()
     print(f"{'method':<8}{'released':>12}{'seconds':>10}{'releases/s':>14}{'peak RSS':>11}  check")
     print("-" * 92)
@@ -334,11 +356,15 @@ def main() -> int:
         ok = check["due"] == expected_left and (check["mismatches"] == 0 or method == "bare")
         note = f"left held+due {check['due']:,}, mismatching accounts {check['mismatches']}"
         if method == "loop":
-            note += f"; timed on a sample of {r['released']:,}, rate extrapolated to {due:,}"
+            note += (
+                f"; timed on a sample of {r['released']:,}, rate extrapolated to {due:,} "
+                f"(releases/s per quarter of the sample: {', '.join(f'{q:,}' for q in r['quarter_rates'])})"
+            )
         print(
             f"{method:<8}{r['released']:>12,}{r['seconds']:>10.2f}{r['rate']:>14,.0f}{r['rss_mb']:>8.0f} MB  "
             f"{'ok' if ok else 'WRONG'}: {note}"
         )
+        wrong += not ok
     if "job" in results:
         job = results["job"]
         print()
@@ -363,7 +389,7 @@ def main() -> int:
             f"job process peak RSS: {job['rss_mb']:.0f} MB "
             f"(goal <= {GOALS['rss_mb']} MB: {verdict(job['rss_mb'] <= GOALS['rss_mb'])})"
         )
-    return 0
+    return 1 if wrong else 0
 
 
 if __name__ == "__main__":
