@@ -32,7 +32,9 @@ another routing key under the same tag would not be seen; kombu never does.
   cache knew a third of the sample; when nearly every message is new at every
   reading it reads them as without a cache (plus ~1 ms for the sample).
 - The script declares every key it touches in KEYS (lists, the unacked hash,
-  the cache), so the key layout rules of scripts hold.
+  the cache), so the key layout rules of scripts hold. `MONITOR_ACL_RULES`
+  is what the monitor's Redis user needs: EVALSHA wants write access to the
+  keys it is given, so the write commands are allowed on route caches only.
 - The cache is an optimisation, never a source of truth: a deleted or flushed
   cache, a Redis restart, acknowledged or new messages only cost parsing.
   When Redis refuses the cache's reads or writes (a read-only replica, OOM
