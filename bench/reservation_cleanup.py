@@ -107,7 +107,9 @@ def build(server: Any, name: str, args: argparse.Namespace) -> None:
         migrate(conn)
         conn.execute("SET maintenance_work_mem = '512MB'")
         users = max(1, args.accounts // 10)
-        conn.execute("INSERT INTO users (id) SELECT 'user-' || u FROM generate_series(1, %s::int) u", (users,))
+        conn.execute(
+            "INSERT INTO users (id) SELECT 'user-' || u FROM generate_series(1, %s::int) u", (users,)
+        )
         conn.execute(
             "INSERT INTO graphs (id, owner_id, created_at) SELECT 'graph-' || g, 'user-' || (1 + g %% %s), "
             "%s::timestamptz - interval '1 year' FROM generate_series(1, %s::int) g",
