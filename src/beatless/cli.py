@@ -2,6 +2,7 @@
 
 beatless local [--tasks N] ...   the autoscaling loop on this machine (README command 1)
 beatless jobs [--markdown]       the registry of scheduled jobs
+beatless job NAME [--event JSON] run one job's Lambda handler here (against $DATABASE_URL)
 beatless db migrate [--dsn URL]  apply the PostgreSQL schema migrations (default: $DATABASE_URL)
 """
 
@@ -67,6 +68,44 @@ def _db_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _job(args: argparse.Namespace) -> int:
+    """Run one registry job's Lambda handler here, against $DATABASE_URL etc."""
+    import importlib.util
+    import json
+    import time
+    from pathlib import Path
+
+    from beatless.jobs import job
+
+    entry = job(args.name)
+    path = Path(__file__).resolve().parents[2] / entry.entry_point
+    if not path.exists():
+        raise InvalidInput(
+            "name", f"{entry.entry_point} not found: `beatless job` runs from a source checkout"
+        )
+    try:
+        event = json.loads(args.event) if args.event else {}
+    except json.JSONDecodeError as exc:
+        raise InvalidInput("--event", f"is not valid JSON ({exc.msg})") from None
+    spec = importlib.util.spec_from_file_location(entry.name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    deadline = time.monotonic() + entry.timeout_seconds
+
+    class LocalContext:
+        function_name = f"beatless-{entry.name}"
+        memory_limit_in_mb = entry.memory_mb
+        invoked_function_arn = f"arn:aws:lambda:local:000000000000:function:{function_name}"
+        aws_request_id = "local"
+
+        def get_remaining_time_in_millis(self) -> int:
+            return max(0, int((deadline - time.monotonic()) * 1000))
+
+    print(json.dumps(module.handler(event, LocalContext()), indent=2, default=str))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="beatless", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     jobs = sub.add_parser("jobs", help="list the scheduled jobs of the registry")
     jobs.add_argument("--markdown", action="store_true", help="the README's table")
     jobs.set_defaults(func=_jobs)
+    run_job = sub.add_parser(
+        "job", help="run one scheduled job's handler here (e.g. against a local database)"
+    )
+    run_job.add_argument("name", help="a registry job name (see `beatless jobs`)")
+    run_job.add_argument("--event", help="the event as JSON, e.g. '{\"dry_run\": true}' (default {})")
+    run_job.set_defaults(func=_job)
     db = sub.add_parser("db", help="the PostgreSQL database")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_migrate = db_sub.add_parser("migrate", help="apply the schema migrations")
