@@ -34,7 +34,7 @@ def test_migrate_then_run_a_job_from_the_command_line(postgres_dsn: str) -> None
         allocate(conn, account.id, 5_000_000, "seed")
         reserve(conn, account.id, "op-1", 1_000_000, datetime.now(UTC) + timedelta(hours=1))
 
-    LATER = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+    later = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
     dry = _cli("job", "credit_reservation_cleanup", "--event",
                json.dumps({"scheduled_time": later, "dry_run": True}), env=env)  # fmt: skip
     assert dry.returncode == 0, dry.stderr
