@@ -35,6 +35,7 @@ process. Goals: >= 100,000 releases/s, >= 60 % of the plain statement's rate,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -270,7 +271,12 @@ def run_method(server: Any, source: str, method: str, args: argparse.Namespace) 
             "SELECT pg_prewarm(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'i')"
         )
-    command = [sys.executable, __file__, "--child", method, dsn, str(args.loop_sample), str(args.chunk_size)]
+    timed_dsn = dsn
+    if args.proxy_port:  # the timed client reaches the server through the latency proxy
+        timed_dsn = dsn.replace(f":{server.port}/", f":{args.proxy_port}/")
+    command = [
+        sys.executable, __file__, "--child", method, timed_dsn, str(args.loop_sample), str(args.chunk_size)
+    ]  # fmt: skip
     snapshot = None
     if args.open_snapshot:  # another session's old snapshot: dead entries cannot be marked killed
         snapshot = psycopg.connect(dsn)
@@ -292,6 +298,21 @@ def run_method(server: Any, source: str, method: str, args: argparse.Namespace) 
     return result
 
 
+def round_trip_ms(dsn: str, port: int, server_port: int) -> float:
+    """Median time of `SELECT 1` through `port` (the proxy, or the server itself)."""
+    import statistics
+
+    import psycopg
+
+    with psycopg.connect(dsn.replace(f":{server_port}/", f":{port}/"), autocommit=True) as conn:
+        samples = []
+        for _ in range(300):
+            started = time.perf_counter()
+            conn.execute("SELECT 1")
+            samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
 def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
@@ -310,6 +331,12 @@ def main() -> int:
         "--open-snapshot",
         action="store_true",
         help="hold a REPEATABLE READ snapshot open in another session while each method runs",
+    )
+    parser.add_argument(
+        "--rtt-ms",
+        type=float,
+        default=0.0,
+        help="add this round-trip time between the timed client and the server (bench/latency_proxy.py)",
     )
     parser.add_argument("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
@@ -340,10 +367,22 @@ def main() -> int:
         before = census(server.dsn_for("bench_source"))
         log(f"built in {time.perf_counter() - started:.0f} s: {before}")
         results: dict[str, dict[str, Any]] = {}
-        for method in methods:
-            log(f"{method} ...")
-            results[method] = run_method(server, "bench_source", method, args)
-            log(f"{method}: {json.dumps(results[method])}")
+        with contextlib.ExitStack() as stack:
+            args.proxy_port = 0
+            if args.rtt_ms > 0:
+                from latency_proxy import LatencyProxy
+
+                proxy = stack.enter_context(LatencyProxy("127.0.0.1", server.port, args.rtt_ms).running())
+                args.proxy_port = proxy.port
+                print(
+                    f"timed clients connect through a proxy adding {args.rtt_ms:g} ms per round trip: "
+                    f"measured round trip {round_trip_ms(server.dsn, proxy.port, server.port):.2f} ms "
+                    f"(direct {round_trip_ms(server.dsn, server.port, server.port):.2f} ms)"
+                )
+            for method in methods:
+                log(f"{method} ...")
+                results[method] = run_method(server, "bench_source", method, args)
+                log(f"{method}: {json.dumps(results[method])}")
 
     finally:
         server.close()
