@@ -4,41 +4,27 @@ runs, concurrent runs, and waiting for a run to block on a lock."""
 
 from __future__ import annotations
 
-import json
-import threading
-import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-import pytest
 
 from beatless import credits
-from beatless.db.testing import FakeLambdaContext, migrated_database
-from beatless.jobrun import reset_settings
-from beatless.local.servers import PostgresServer
+from tests.functional.job_support import (  # noqa: F401 (re-exported helpers shared by the job tests)
+    LONG_AGO,
+    US,
+    Background,
+    balance,
+    blocked_on_lock,
+    context,
+    emf_documents,
+    iso,
+    run_concurrently,
+    tick,
+    wait_until,
+)
 
 CREDIT = credits.MICRO_PER_CREDIT
-US = timedelta(microseconds=1)
-LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def dsn(postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A migrated database of this test's own, the handlers pointed at it."""
-    with migrated_database(postgres_server) as database:
-        monkeypatch.delenv("DATABASE_SECRET_ARN", raising=False)
-        monkeypatch.setenv("DATABASE_URL", database)
-        reset_settings()
-        yield database
-        reset_settings()
-
-
-@pytest.fixture
-def conn(dsn: str) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(dsn, autocommit=True) as connection:
-        yield connection
 
 
 def one(conn: psycopg.Connection, sql: str, params: Any = None) -> tuple[Any, ...]:
@@ -46,23 +32,6 @@ def one(conn: psycopg.Connection, sql: str, params: Any = None) -> tuple[Any, ..
     row = conn.execute(sql, params).fetchone()
     assert row is not None, sql
     return tuple(row)
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def tick(at: datetime, **extra: Any) -> dict[str, Any]:
-    """A Scheduler event for `at` (what <aws.scheduler.scheduled-time> becomes)."""
-    return {"scheduled_time": iso(at), **extra}
-
-
-def context(remaining_ms: int = 900_000, shrink_ms: int = 0) -> FakeLambdaContext:
-    return FakeLambdaContext(remaining_ms=remaining_ms, shrink_ms=shrink_ms)
-
-
-def emf_documents(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in text.splitlines() if line.startswith("{") and '"_aws"' in line]
 
 
 def set_balance(conn: psycopg.Connection, account: int, credits_: float, key: str) -> None:
@@ -155,74 +124,3 @@ def account_of_user(conn: psycopg.Connection, user: str) -> int:
         (user,),
     )
     return int(row[0])
-
-
-def balance(conn: psycopg.Connection, account: int) -> int:
-    return credits.get_account(conn, account).balance_micro
-
-
-def run_concurrently(n: int, call: Callable[[int], Any]) -> list[Any]:
-    """`call(i)` in `n` threads released together; returns results (raises the first error)."""
-    barrier = threading.Barrier(n)
-    results: list[Any] = [None] * n
-    errors: list[BaseException] = []
-
-    def target(i: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[i] = call(i)
-        except BaseException as error:  # re-raised below, in the test's thread
-            errors.append(error)
-
-    threads = [threading.Thread(target=target, args=(i,)) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a concurrent run did not finish"
-    if errors:
-        raise errors[0]
-    return results
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def blocked_on_lock(conn: psycopg.Connection, application_name: str) -> int | None:
-    """The pid of a backend of `application_name` waiting for a lock, if any."""
-    row = conn.execute(
-        "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock' "
-        "AND datname = current_database()",
-        (application_name,),
-    ).fetchone()
-    return None if row is None else int(row[0])
-
-
-class Background:
-    """Run `call()` in a thread; `result()` joins and returns (or raises) its outcome."""
-
-    def __init__(self, call: Callable[[], Any]) -> None:
-        self._outcome: list[Any] = []
-        self._error: list[BaseException] = []
-
-        def target() -> None:
-            try:
-                self._outcome.append(call())
-            except BaseException as error:  # handed to the test by result()
-                self._error.append(error)
-
-        self.thread = threading.Thread(target=target)
-        self.thread.start()
-
-    def result(self, timeout: float = 60.0) -> Any:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the background run did not finish"
-        if self._error:
-            raise self._error[0]
-        return self._outcome[0]

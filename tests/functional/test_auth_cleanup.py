@@ -24,19 +24,15 @@ from beatless.auth_cleanup import AuthCleanupSettings, clean_up_auth
 from beatless.db.testing import FakeLambdaContext, snapshot
 from beatless.errors import InvalidInput
 from beatless.jobrun import run_scheduled_job
-from tests.functional.batch_job_support import (
+from tests.functional.job_support import (
     US,
-    conn,
     context,
-    dsn,
     emf_documents,
     iso,
     kill_when_blocked,
     run_concurrently,
     tick,
 )
-
-__all__ = ["conn", "dsn"]  # fixtures
 
 JOB = "auth_cleanup"
 EVENTS = Path(__file__).resolve().parents[2] / "events" / JOB

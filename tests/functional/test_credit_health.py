@@ -27,16 +27,12 @@ from beatless.jobrun import JobContext, run_scheduled_job
 from beatless.jobs import job
 from tests.functional.allocation_support import (
     CREDIT,
-    conn,
     context,
-    dsn,
     emf_documents,
     graph,
     subscription,
     tick,
 )
-
-__all__ = ["conn", "dsn"]  # fixtures
 
 JOB = "credit_health_check"
 EVENTS = Path(__file__).resolve().parents[2] / "events" / JOB

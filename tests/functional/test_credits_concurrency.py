@@ -7,36 +7,18 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-import pytest
 
 from beatless import credits
 from beatless.cleanup import release_expired_holds
-from beatless.db.testing import FakeLambdaContext, migrated_database
-from beatless.jobrun import reset_settings, run_scheduled_job
-from beatless.local.servers import PostgresServer
+from beatless.db.testing import FakeLambdaContext
+from beatless.jobrun import run_scheduled_job
 
 THREADS = 16
-
-
-@pytest.fixture
-def dsn(postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    with migrated_database(postgres_server) as database:
-        monkeypatch.delenv("DATABASE_SECRET_ARN", raising=False)
-        monkeypatch.setenv("DATABASE_URL", database)
-        reset_settings()
-        yield database
-        reset_settings()
-
-
-@pytest.fixture
-def conn(dsn: str) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(dsn, autocommit=True) as connection:
-        yield connection
 
 
 def account_with(conn: psycopg.Connection, balance: int, name: str = "g") -> int:

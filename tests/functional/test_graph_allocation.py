@@ -31,10 +31,8 @@ from tests.functional.allocation_support import (
     allocations,
     balance,
     blocked_on_lock,
-    conn,
     context,
     delete_graph,
-    dsn,
     emf_documents,
     graph,
     one,
@@ -43,8 +41,6 @@ from tests.functional.allocation_support import (
     tick,
     wait_until,
 )
-
-__all__ = ["conn", "dsn"]  # fixtures
 
 JOB = "graph_credit_allocation"
 EVENTS = Path(__file__).resolve().parents[2] / "events" / JOB

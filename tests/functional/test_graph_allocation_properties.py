@@ -14,9 +14,7 @@ from hypothesis import strategies as st
 
 import graph_credit_allocation
 from beatless import credits
-from tests.functional.allocation_support import CREDIT, allocations, balance, conn, context, dsn, graph, tick
-
-__all__ = ["conn", "dsn"]  # fixtures
+from tests.functional.allocation_support import CREDIT, allocations, balance, context, graph, tick
 
 TIERS = {  # tier: (monthly allocation, cap) in credits, as migration 0001 defines them
     "standard": (8_000, 16_000),

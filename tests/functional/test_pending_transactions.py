@@ -21,12 +21,10 @@ from beatless.db.testing import FakeLambdaContext, snapshot
 from beatless.errors import InvalidInput
 from beatless.jobrun import run_scheduled_job
 from beatless.transactions import InconsistentTransactions, PendingSettings, settle_stale_transactions
-from tests.functional.batch_job_support import (
+from tests.functional.job_support import (
     US,
     balance,
-    conn,
     context,
-    dsn,
     emf_documents,
     graph,
     iso,
@@ -34,8 +32,6 @@ from tests.functional.batch_job_support import (
     run_concurrently,
     tick,
 )
-
-__all__ = ["conn", "dsn"]  # fixtures
 
 JOB = "pending_transaction_processor"
 EVENTS = Path(__file__).resolve().parents[2] / "events" / JOB

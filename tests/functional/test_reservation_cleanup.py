@@ -5,7 +5,6 @@ malformed events and the metrics it publishes."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,30 +14,13 @@ import pytest
 
 import credit_reservation_cleanup
 from beatless import credits
-from beatless.db.testing import FakeLambdaContext, migrated_database, snapshot
+from beatless.db.testing import FakeLambdaContext, snapshot
 from beatless.errors import InvalidInput
 from beatless.jobrun import reset_settings
-from beatless.local.servers import PostgresServer
 
 EVENTS = Path(__file__).resolve().parents[2] / "events" / "credit_reservation_cleanup"
 T = datetime(2026, 11, 23, 9, 15, tzinfo=UTC)  # the scheduled time of events/.../scheduled_tick.json
 US = timedelta(microseconds=1)
-
-
-@pytest.fixture
-def dsn(postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    with migrated_database(postgres_server) as database:
-        monkeypatch.delenv("DATABASE_SECRET_ARN", raising=False)
-        monkeypatch.setenv("DATABASE_URL", database)
-        reset_settings()
-        yield database
-        reset_settings()
-
-
-@pytest.fixture
-def conn(dsn: str) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(dsn, autocommit=True) as connection:
-        yield connection
 
 
 def run(event: Any, context: FakeLambdaContext | None = None) -> dict[str, Any]:

@@ -9,7 +9,6 @@ import functools
 import random
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,29 +18,12 @@ import pytest
 import credit_reservation_cleanup
 from beatless import credits
 from beatless.cleanup import release_expired_holds
-from beatless.db.testing import FakeLambdaContext, migrated_database
-from beatless.jobrun import reset_settings, run_scheduled_job
-from beatless.local.servers import PostgresServer
+from beatless.db.testing import FakeLambdaContext
+from beatless.jobrun import run_scheduled_job
 
 JOB = "credit_reservation_cleanup"
 T = datetime(2026, 11, 23, 9, 15, tzinfo=UTC)
 APP = f"beatless:{JOB}"
-
-
-@pytest.fixture
-def dsn(postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    with migrated_database(postgres_server) as database:
-        monkeypatch.delenv("DATABASE_SECRET_ARN", raising=False)
-        monkeypatch.setenv("DATABASE_URL", database)
-        reset_settings()
-        yield database
-        reset_settings()
-
-
-@pytest.fixture
-def conn(dsn: str) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(dsn, autocommit=True) as connection:
-        yield connection
 
 
 def seed(conn: psycopg.Connection, accounts: int, due: int, not_due: int) -> list[int]:

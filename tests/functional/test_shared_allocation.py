@@ -28,9 +28,7 @@ from tests.functional.allocation_support import (
     allocation_entries,
     allocations,
     balance,
-    conn,
     context,
-    dsn,
     emf_documents,
     one,
     run_concurrently,
@@ -38,8 +36,6 @@ from tests.functional.allocation_support import (
     tick,
     wait_until,
 )
-
-__all__ = ["conn", "dsn"]  # fixtures
 
 JOB = "shared_credit_allocation"
 EVENTS = Path(__file__).resolve().parents[2] / "events" / JOB

@@ -26,19 +26,15 @@ from beatless.db.testing import FakeLambdaContext, snapshot
 from beatless.errors import InvalidInput
 from beatless.jobrun import previous_day, run_scheduled_job
 from beatless.storage import UntieredGraphs, bill_storage
-from tests.functional.batch_job_support import (
+from tests.functional.job_support import (
     balance,
-    conn,
     context,
-    dsn,
     emf_documents,
     graph,
     kill_when_blocked,
     run_concurrently,
     tick,
 )
-
-__all__ = ["conn", "dsn"]  # fixtures
 
 JOB = "storage_billing"
 EVENTS = Path(__file__).resolve().parents[2] / "events" / JOB

@@ -22,17 +22,13 @@ from beatless.db.testing import FakeLambdaContext, snapshot
 from beatless.errors import InvalidInput
 from beatless.jobrun import hour_of, run_scheduled_job
 from beatless.storage import S3PrefixUsage, collect_storage_usage
-from tests.functional.batch_job_support import (
-    conn,
+from tests.functional.job_support import (
     context,
-    dsn,
     emf_documents,
     graph,
     run_concurrently,
     tick,
 )
-
-__all__ = ["conn", "dsn"]  # fixtures
 
 JOB = "storage_usage_collector"
 EVENTS = Path(__file__).resolve().parents[2] / "events" / JOB

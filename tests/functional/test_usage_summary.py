@@ -24,10 +24,8 @@ from tests.functional.allocation_support import (
     CREDIT,
     US,
     Background,
-    conn,
     context,
     delete_graph,
-    dsn,
     emf_documents,
     graph,
     one,
@@ -35,8 +33,6 @@ from tests.functional.allocation_support import (
     tick,
     wait_until,
 )
-
-__all__ = ["conn", "dsn"]  # fixtures
 
 JOB = "monthly_usage_summary"
 EVENTS = Path(__file__).resolve().parents[2] / "events" / JOB

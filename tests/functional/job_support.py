@@ -7,37 +7,17 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-import pytest
 
 from beatless import credits
-from beatless.db.testing import FakeLambdaContext, migrated_database
-from beatless.jobrun import reset_settings
-from beatless.local.servers import PostgresServer
+from beatless.db.testing import FakeLambdaContext
 
 US = timedelta(microseconds=1)
 LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def dsn(postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A migrated database of this test's own, the handlers pointed at it."""
-    with migrated_database(postgres_server) as database:
-        monkeypatch.delenv("DATABASE_SECRET_ARN", raising=False)
-        monkeypatch.setenv("DATABASE_URL", database)
-        reset_settings()
-        yield database
-        reset_settings()
-
-
-@pytest.fixture
-def conn(dsn: str) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(dsn, autocommit=True) as connection:
-        yield connection
 
 
 def iso(moment: datetime) -> str:
