@@ -25,7 +25,7 @@ session before its time. The retention windows are measured from the end, not
 from the deactivation, so they do not depend on when the job happened to run.
 
 Each chunk claims rows with FOR UPDATE SKIP LOCKED in (end, id) order after the
-previous chunk's last key (indexes of migration 0020), so concurrent runs split
+previous chunk's last key (indexes of migration 0003), so concurrent runs split
 the work and every key is deactivated once and deleted once; a run killed
 mid-chunk loses that chunk only; a run short of time stops between chunks and
 reports what it left.

@@ -1,4 +1,4 @@
--- 0020: auth_cleanup's access paths.
+-- 0003: auth_cleanup's access paths.
 --
 -- A key or session ENDS at least(expires_at, revoked_at) (least() skips NULLs: a key
 -- that never expires ends when it is revoked; NULL = still open-ended). auth_cleanup
