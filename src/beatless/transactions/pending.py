@@ -78,12 +78,30 @@ _PICK = """
       AND (t.created_at, t.id) > (%(after_at)s, %(after_id)s)
 """
 
-_CHUNK_SQL = f"""
+# A chunk takes three statements in one transaction, in the lock order of
+# migration 0002: the stale transactions (SKIP LOCKED, so concurrent runs share
+# the work), then their accounts in ascending id, then the effect. Locking the
+# accounts first matters: the ledger insert's foreign-key check takes a share
+# lock that its balance trigger then upgrades, and two runs upgrading on the
+# same two accounts in different orders deadlock.
+_CLAIM_SQL = """
+SELECT t.id, t.account_id, t.created_at
+FROM credit_transactions t
+WHERE t.status = 'pending' AND t.created_at <= %(stale_before)s
+  AND (t.created_at, t.id) > (%(after_at)s, %(after_id)s)
+ORDER BY t.created_at, t.id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+"""
+
+_LOCK_ACCOUNTS_SQL = "SELECT id FROM credit_accounts WHERE id = ANY(%(accounts)s) ORDER BY id FOR UPDATE"
+
+_CHUNK_SQL = """
 WITH picked AS (
-    {_PICK}
-    ORDER BY t.created_at, t.id
-    LIMIT %(limit)s
-    FOR UPDATE OF t SKIP LOCKED
+    SELECT t.id, t.account_id, t.kind, t.amount_micro, t.created_at, k.when_stale,
+           (t.amount_micro > 0) = (k.direction > 0) AS consistent
+    FROM credit_transactions t JOIN transaction_kinds k ON k.kind = t.kind
+    WHERE t.id = ANY(%(ids)s) AND t.status = 'pending'
 ), posted AS (
     INSERT INTO credit_ledger (account_id, kind, amount_micro, idempotency_key, description)
     SELECT account_id, 'transaction', amount_micro, 'transaction:' || id,
@@ -105,17 +123,13 @@ WITH picked AS (
     WHERE t.id = picked.id AND picked.when_stale = 'revert' AND picked.consistent
       AND t.status = 'pending'
     RETURNING t.amount_micro
-), last AS (
-    SELECT created_at, id FROM picked ORDER BY created_at DESC, id DESC LIMIT 1
 )
 SELECT (SELECT count(*) FROM picked),
        (SELECT count(*) FROM picked WHERE when_stale = 'finalize' AND consistent),
        (SELECT count(*) FROM finalized),
        (SELECT coalesce(sum(amount_micro), 0) FROM finalized),
        (SELECT count(*) FROM reverted),
-       (SELECT coalesce(array_agg(id ORDER BY id), '{{}}') FROM picked WHERE NOT consistent),
-       last.created_at, last.id
-FROM (SELECT 1) AS one LEFT JOIN last ON true
+       (SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM picked WHERE NOT consistent)
 """
 
 _LEFT_SQL = f"SELECT count(*) FROM ({_PICK}) AS stale"
@@ -169,9 +183,14 @@ def settle_stale_transactions(
     def chunk(conn: Any, cursor: Any, limit: int) -> Chunk:
         after_at, after_id = cursor or _BEGINNING
         params = {**base, "after_at": after_at, "after_id": after_id, "limit": limit}
-        picked, to_finalize, finalized, amount, reverted, bad, last_at, last_id = conn.execute(
-            _CHUNK_SQL, params
+        claimed = conn.execute(_CLAIM_SQL, params).fetchall()
+        if not claimed:
+            return Chunk(rows=0, cursor=cursor, counts={"finalized": 0, "finalized_micro": 0, "reverted": 0})
+        conn.execute(_LOCK_ACCOUNTS_SQL, {"accounts": sorted({row[1] for row in claimed})})
+        picked, to_finalize, finalized, amount, reverted, bad = conn.execute(
+            _CHUNK_SQL, {"ids": [row[0] for row in claimed]}
         ).fetchone()
+        last_id, _, last_at = claimed[-1]
         if finalized != to_finalize:
             # The key 'transaction:<id>' exists without its transaction being finalized:
             # something outside this job posted it. Roll the chunk back and say so.
