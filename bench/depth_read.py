@@ -45,9 +45,9 @@ from typing import Any
 
 import redis
 
-from beatless.broker import TransportOptions
 from beatless.local.servers import RedisServer
 from beatless.queues import DepthReader, QueueDepth, connect
+from beatless.queues.transport import TransportOptions
 
 OPTIONS = TransportOptions(priority_steps=(0, 3, 6, 9))  # 4 lists per queue
 

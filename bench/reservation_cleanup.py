@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import resource
@@ -179,22 +180,23 @@ def child(method: str, dsn: str, loop_sample: int, chunk_size: int) -> None:
     released = 0
     extra: dict[str, Any] = {}
     if method == "job":
-        from beatless.cleanup import release_expired_holds
-        from beatless.db import Database, DatabaseSettings
-        from beatless.events import parse_scheduled_event
-        from beatless.jobrun import Deadline, JobContext, slot
-        from beatless.jobs import job
+        from functools import partial
 
-        entry = job("credit_reservation_cleanup")
-        settings = DatabaseSettings(url=dsn, secret_arn=None, sslmode=None, sslrootcert=None)
-        conn = Database(settings).connect("beatless:credit_reservation_cleanup")
-        event = parse_scheduled_event({"scheduled_time": CUTOFF.isoformat()}, allow_dry_run=True)
-        ctx = JobContext(entry, event, slot(CUTOFF, entry.period_seconds), conn, Deadline(lambda: 10**12, 0))
+        from beatless.credits.holds_cleanup import release_expired_holds
+        from beatless.jobs import job
+        from beatless.jobs.resources import Resources
+        from beatless.jobs.runtime import run_job
+
+        # The job's own runtime, as the Lambda runs it (one connection, the database clock,
+        # chunks under a deadline).
+        resources = Resources({"DATABASE_URL": dsn})
+        work = partial(release_expired_holds, chunk_size=chunk_size)
+        event = {"scheduled_time": CUTOFF.isoformat()}
         started = time.perf_counter()
-        outcome = release_expired_holds(ctx, chunk_size=chunk_size)
-        released = ctx.counts["released"]
-        extra = {"chunks": outcome.details["chunks"], "remaining": outcome.remaining}
-        conn.close()
+        with contextlib.redirect_stdout(io.StringIO()):  # the run's EMF line
+            summary = run_job(job("credit_reservation_cleanup"), event, None, work, resources=resources)
+        released = summary["counts"]["released"]
+        extra = {"chunks": summary["chunks"], "remaining": summary["remaining"]}
     elif method == "loop":
         with psycopg.connect(dsn, autocommit=True) as conn:
             started = time.perf_counter()
@@ -346,7 +348,7 @@ def main() -> int:
         child(method, dsn, int(sample), int(chunk))
         return 0
 
-    from beatless.cleanup import CHUNK_SIZE
+    from beatless.credits.holds_cleanup import CHUNK_SIZE
 
     args.chunk_size = args.chunk_size or CHUNK_SIZE
     methods = [m for m in args.methods.split(",") if m]

@@ -1,6 +1,9 @@
-"""CDK entry point (cdk.json: `.venv/bin/python infra/app.py`).
+"""CDK entry point (cdk.json: `.venv/bin/python -m infra.app`).
 
-Trigger: `npx cdk synth|diff|deploy`, or `python infra/app.py` (writes cdk.out/).
+Trigger: `npx cdk synth|diff|deploy`, or `python -m infra.app` from the
+repository root (writes cdk.out/). Run as a module: `infra` is imported from
+the current directory and `beatless` from the virtualenv (installed editable),
+so nothing edits `sys.path`.
 The only code that reads CDK context and the environment: context keys are
 listed in infra/config.py (e.g. `-c workerImage=<uri> -c vpcId=vpc-... -c
 alarmEmail=ops@example.com -c maxWorkerTasks=20`); the account and region come
@@ -15,23 +18,18 @@ image context into the output directory; idempotent (unchanged assets are reused
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 # jsii reads this when aws_cdk is imported: Node 20 works but prints a banner.
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# Run as a script, Python puts infra/ first on sys.path, where infra/constructs
-# would shadow the `constructs` library; import everything from the root instead.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO_ROOT / "infra"]
-sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "src")]
+if not __package__:  # `python infra/app.py` would not find the `infra` package
+    raise SystemExit("run the CDK app from the repository root as a module: python -m infra.app")
 
-import aws_cdk as cdk  # noqa: E402
-from cdk_nag import AwsSolutionsChecks  # noqa: E402
+import aws_cdk as cdk
+from cdk_nag import AwsSolutionsChecks
 
-from infra.config import Config, committed_context  # noqa: E402
-from infra.stacks import build  # noqa: E402
+from infra.config import REPO_ROOT, Config, committed_context
+from infra.stacks import build
 
 
 def main() -> None:

@@ -42,11 +42,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from beatless import metrics, worker_settings
-from beatless.broker import TransportOptions, validate_queue_names
-from beatless.errors import InvalidInput
+from beatless import metrics
+from beatless.errors import InvalidInputError
 from beatless.jobs import JOBS, MONTHLY_ALLOCATION, Job, MonthlyTime, build_jobs
-from beatless.scaling import ScalingParameters
+from beatless.queues.scaling import ScalingParameters
+from beatless.queues.transport import TransportOptions, validate_queue_names
+from beatless.workers import settings as worker_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,7 +114,7 @@ def _text(get: ContextGetter, key: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise InvalidInput(f"context.{key}", f"must be a string, got {value!r}")
+        raise InvalidInputError(f"context.{key}", f"must be a string, got {value!r}")
     return value.strip() or None
 
 
@@ -122,14 +123,14 @@ def _int(get: ContextGetter, key: str, default: int, *, minimum: int, maximum: i
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise InvalidInput(f"context.{key}", f"must be an integer, got {value!r}")
+        raise InvalidInputError(f"context.{key}", f"must be an integer, got {value!r}")
     try:
         number = int(value)
     except ValueError:
-        raise InvalidInput(f"context.{key}", f"must be an integer, got {value!r}") from None
+        raise InvalidInputError(f"context.{key}", f"must be an integer, got {value!r}") from None
     if number < minimum or (maximum is not None and number > maximum):
         bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-        raise InvalidInput(f"context.{key}", f"must be {bound}, got {number}")
+        raise InvalidInputError(f"context.{key}", f"must be {bound}, got {number}")
     return number
 
 
@@ -166,7 +167,7 @@ class WorkerConfig:
     def __post_init__(self) -> None:
         validate_queue_names(list(self.queues), "context.workerQueues")
         if not 1 <= self.stop_timeout_seconds <= FARGATE_MAX_STOP_TIMEOUT_SECONDS:
-            raise InvalidInput(
+            raise InvalidInputError(
                 "stop_timeout_seconds",
                 f"must be between 1 and {FARGATE_MAX_STOP_TIMEOUT_SECONDS} (Fargate), "
                 f"got {self.stop_timeout_seconds}",
@@ -213,13 +214,13 @@ class DatabaseConfig:
     def __post_init__(self) -> None:
         if (self.secret_arn is None) != (self.security_group_id is None):
             missing = "databaseSecurityGroupId" if self.secret_arn else "databaseSecretArn"
-            raise InvalidInput(
+            raise InvalidInputError(
                 f"context.{missing}",
                 "is required with the other one: an existing database needs both its secret and "
                 "a security group it accepts",
             )
         if self.ca_bundle is not None and not self.ca_bundle.is_file():
-            raise InvalidInput("context.databaseCaBundle", f"no such file: {self.ca_bundle}")
+            raise InvalidInputError("context.databaseCaBundle", f"no such file: {self.ca_bundle}")
 
     @property
     def existing(self) -> bool:
@@ -260,7 +261,7 @@ class Config:
 
     def __post_init__(self) -> None:
         if self.log_retention_days not in RETENTION_DAYS:
-            raise InvalidInput(
+            raise InvalidInputError(
                 "context.logRetentionDays",
                 f"must be one of CloudWatch Logs' values {sorted(RETENTION_DAYS)}, "
                 f"got {self.log_retention_days}",
@@ -275,7 +276,7 @@ class Config:
         default_region: str | None = None,
         lambda_source: LambdaSource | None = None,
     ) -> Config:
-        """Parse CDK context (`app.node.try_get_context`); raises InvalidInput naming the key."""
+        """Parse CDK context (`app.node.try_get_context`); raises InvalidInputError naming the key."""
         scaling = ScalingParameters(
             min_tasks=_int(get, "minWorkerTasks", 0, minimum=0),
             max_tasks=_int(get, "maxWorkerTasks", ScalingParameters.max_tasks, minimum=1),
@@ -301,21 +302,21 @@ class Config:
         )
         email = _text(get, "alarmEmail")
         if email is not None and "@" not in email:
-            raise InvalidInput("context.alarmEmail", f"is not an e-mail address: {email!r}")
+            raise InvalidInputError("context.alarmEmail", f"is not an e-mail address: {email!r}")
         vpc_id = _text(get, "vpcId")
         if vpc_id is not None and not vpc_id.startswith("vpc-"):
-            raise InvalidInput("context.vpcId", f"must look like vpc-0123abcd, got {vpc_id!r}")
+            raise InvalidInputError("context.vpcId", f"must look like vpc-0123abcd, got {vpc_id!r}")
         database = _database(get)
         if database.existing and vpc_id is None:
-            raise InvalidInput(
+            raise InvalidInputError(
                 "context.vpcId", "is required with databaseSecretArn: the Lambdas join the database's VPC"
             )
         bucket = _text(get, "storageBucketName")
         if bucket is not None and not _BUCKET_NAME.match(bucket):
-            raise InvalidInput("context.storageBucketName", f"is not an S3 bucket name: {bucket!r}")
+            raise InvalidInputError("context.storageBucketName", f"is not an S3 bucket name: {bucket!r}")
         registry = _text(get, "testEventRegistry") or "create"
         if registry not in TEST_EVENT_REGISTRY_MODES:
-            raise InvalidInput(
+            raise InvalidInputError(
                 "context.testEventRegistry", f"must be one of {', '.join(TEST_EVENT_REGISTRY_MODES)}"
             )
         return cls(
@@ -345,25 +346,27 @@ def _monthly_allocation(get: ContextGetter) -> MonthlyTime:
     try:
         return MonthlyTime(day=day, hour=hour)
     except ValueError as error:
-        raise InvalidInput("context.monthlyAllocationHour", str(error)) from None
+        raise InvalidInputError("context.monthlyAllocationHour", str(error)) from None
 
 
 def _database(get: ContextGetter) -> DatabaseConfig:
     secret_arn = _text(get, "databaseSecretArn")
     if secret_arn is not None and not _SECRET_ARN.match(secret_arn):
-        raise InvalidInput(
+        raise InvalidInputError(
             "context.databaseSecretArn",
             "must be the complete ARN of a Secrets Manager secret (ending in its 6-character suffix), "
             f"got {secret_arn!r}",
         )
     group = _text(get, "databaseSecurityGroupId")
     if group is not None and not _SECURITY_GROUP.match(group):
-        raise InvalidInput("context.databaseSecurityGroupId", f"must look like sg-0123abcd, got {group!r}")
+        raise InvalidInputError(
+            "context.databaseSecurityGroupId", f"must look like sg-0123abcd, got {group!r}"
+        )
     instance_type = _text(get, "databaseInstanceType") or DatabaseConfig.instance_type
     if instance_type.startswith("db."):
         instance_type = instance_type[3:]
     if not _INSTANCE_TYPE.match(instance_type):
-        raise InvalidInput(
+        raise InvalidInputError(
             "context.databaseInstanceType", f"must look like t4g.medium, got {instance_type!r}"
         )
     ca_text = _text(get, "databaseCaBundle")

@@ -16,8 +16,8 @@ import os
 import sys
 from itertools import cycle
 
-from beatless.priorities import Level, celery_priority
-from beatless.worker_settings import PRODUCT_QUEUES, WorkerSettings
+from beatless.queues.priorities import Level, celery_priority
+from beatless.workers.settings import PRODUCT_QUEUES, WorkerSettings
 from worker.app import create_app
 from worker.tasks import LONG_RUNNING
 

@@ -25,7 +25,7 @@ from typing import Any
 import redis
 from celery import Celery, Task
 
-from beatless.errors import InvalidInput
+from beatless.errors import InvalidInputError
 
 LONG_RUNNING = "beatless.long_running"
 RECORD_EFFECT = "beatless.record_effect"
@@ -84,11 +84,11 @@ def apply_once(client: redis.Redis, task_id: str, subject: str, amount: int) -> 
 
 def _check_effect_args(subject: object, amount: object) -> tuple[str, int]:
     if not isinstance(subject, str) or not subject or len(subject) > 200:
-        raise InvalidInput(
+        raise InvalidInputError(
             "subject", f"must be a non-empty string of at most 200 characters, got {subject!r}"
         )
     if isinstance(amount, bool) or not isinstance(amount, int):
-        raise InvalidInput("amount", f"must be an integer, got {amount!r}")
+        raise InvalidInputError("amount", f"must be an integer, got {amount!r}")
     return subject, amount
 
 
@@ -98,13 +98,15 @@ def long_running(
     """Works in `steps` steps of `step_seconds`, reporting progress, then applies its effect once."""
     subject, amount = _check_effect_args(subject, amount)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise InvalidInput("steps", f"must be a positive integer, got {steps!r}")
+        raise InvalidInputError("steps", f"must be a positive integer, got {steps!r}")
     if isinstance(step_seconds, bool) or not isinstance(step_seconds, int | float):
-        raise InvalidInput("step_seconds", f"must be a number, got {step_seconds!r}")
+        raise InvalidInputError("step_seconds", f"must be a number, got {step_seconds!r}")
     if not 0 <= step_seconds <= MAX_STEP_SECONDS:
-        raise InvalidInput("step_seconds", f"must be between 0 and {MAX_STEP_SECONDS:g}, got {step_seconds}")
+        raise InvalidInputError(
+            "step_seconds", f"must be between 0 and {MAX_STEP_SECONDS:g}, got {step_seconds}"
+        )
     if steps * step_seconds > LONG_RUNNING_SOFT_TIME_LIMIT:
-        raise InvalidInput(
+        raise InvalidInputError(
             "steps",
             f"{steps} steps of {step_seconds:g} s exceed the task's soft time limit "
             f"({LONG_RUNNING_SOFT_TIME_LIMIT} s)",

@@ -11,7 +11,7 @@ DeletedSessions, Remaining and JobSucceeded (EMF, Beatless/Jobs, Job=auth_cleanu
 Idempotency: row lock + status guard (FOR UPDATE SKIP LOCKED, `deactivated_at IS
 NULL`; a deleted row is gone): a replayed or concurrent run finds nothing left.
 Event: the Scheduler fields and {"dry_run": true} (reports, changes nothing).
-Rules in `beatless.auth_cleanup`.
+Rules in `beatless.auth.cleanup`; the run itself in `beatless.jobs.runtime`.
 """
 
 from __future__ import annotations
@@ -22,15 +22,23 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from beatless.auth_cleanup import AuthCleanupSettings, clean_up_auth
-from beatless.jobrun import run_scheduled_job
+from beatless.auth.cleanup import AuthCleanupSettings, clean_up_auth
+from beatless.jobs import job
+from beatless.jobs.resources import environment_resources
+from beatless.jobs.runtime import run_job
 
-JOB = "auth_cleanup"
-logger = Logger(service=JOB)
+JOB = job("auth_cleanup")
+logger = Logger(service=JOB.name)
 
 
 @logger.inject_lambda_context
 def handler(event: Any, context: Any) -> dict[str, Any]:
     settings = AuthCleanupSettings.from_env(os.environ)
-    work = partial(clean_up_auth, settings=settings)
-    return run_scheduled_job(JOB, event, context, work, env=os.environ, logger=logger)
+    return run_job(
+        JOB,
+        event,
+        context,
+        partial(clean_up_auth, settings=settings),
+        resources=environment_resources(os.environ),
+        logger=logger,
+    )

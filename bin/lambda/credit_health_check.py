@@ -13,7 +13,7 @@ that disagree with their ledger entry. Publishes AccountsChecked,
 BalanceMismatches, HeldMismatches, NegativeBalances, AllocationMismatches,
 MissedSharedAllocations, MissedGraphAllocations, Remaining and JobSucceeded
 (EMF, namespace Beatless/Jobs, dimension Job) — and then RAISES
-CreditInconsistency when any mismatch or missed allocation was found, so the
+CreditInconsistencyError when any mismatch or missed allocation was found, so the
 Errors alarm fires. It never corrects money itself.
 Idempotency: read-only; a duplicate run publishes the same figures again.
 Event: the Scheduler fields (no dry run: it changes nothing anyway).
@@ -22,22 +22,28 @@ Event: the Scheduler fields (no dry run: it changes nothing anyway).
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from beatless.allocation import HealthSettings, check_credit_health, week_of
-from beatless.jobrun import JobContext, JobOutcome, run_scheduled_job
+from beatless.credits.health import HealthSettings, check_credit_health
+from beatless.jobs import job
+from beatless.jobs.resources import environment_resources
+from beatless.jobs.runtime import run_job
 
-JOB = "credit_health_check"
-logger = Logger(service=JOB)
+JOB = job("credit_health_check")
+logger = Logger(service=JOB.name)
 
 
 @logger.inject_lambda_context
 def handler(event: Any, context: Any) -> dict[str, Any]:
     settings = HealthSettings.from_env(os.environ)
-
-    def work(ctx: JobContext) -> JobOutcome:
-        return check_credit_health(ctx, settings)
-
-    return run_scheduled_job(JOB, event, context, work, env=os.environ, period=week_of, logger=logger)
+    return run_job(
+        JOB,
+        event,
+        context,
+        partial(check_credit_health, settings=settings),
+        resources=environment_resources(os.environ),
+        logger=logger,
+    )

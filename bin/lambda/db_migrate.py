@@ -22,7 +22,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from beatless.db import database_from_env, migrate
-from beatless.errors import InvalidInput
+from beatless.errors import InvalidInputError
 
 PHYSICAL_RESOURCE_ID = "beatless-schema"
 logger = Logger(service="db_migrate")
@@ -35,7 +35,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         logger.info("schema kept on Delete")
         return {"PhysicalResourceId": PHYSICAL_RESOURCE_ID}
     if request not in ("Create", "Update"):
-        raise InvalidInput("RequestType", f"must be Create, Update or Delete, got {request!r}")
+        raise InvalidInputError("RequestType", f"must be Create, Update or Delete, got {request!r}")
     database = database_from_env(os.environ)
     with database.connect(application_name="beatless:db_migrate") as conn:
         result = migrate(conn)

@@ -6,8 +6,8 @@ window (1.5 x its period) is longer than a direct alarm can wait for (weekly
 and monthly jobs), with its expression, time zone and Scheduler schedule name.
 Side effects: reads each schedule (scheduler:GetSchedule: state, last change)
 and the jobs' JobSucceeded sums (one cloudwatch:GetMetricData), then publishes
-in ONE PutMetricData to Beatless/Jobs: JobOverdue = 1/0 per watched job and
-JobSucceeded = 1 for itself. The rule is in `beatless.watchdog`. It raises on
+in ONE PutMetricData to Beatless/Jobs JobOverdue = 1/0 per watched job; the job
+runtime prints its own JobSucceeded = 1 (EMF). The rule is in `beatless.watchdog`. It raises on
 any AWS error before publishing, and the JobOverdue alarms treat missing data
 as breaching, so a watchdog that fails or stops alarms too.
 Idempotency: it reads and publishes verdicts only; a duplicate run adds datapoints.
@@ -17,31 +17,28 @@ Event: the Scheduler fields, plus {"dry_run": true} to judge without publishing.
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from beatless.aws import client
-from beatless.events import parse_scheduled_event
-from beatless.watchdog import parse_watched_jobs, run_watchdog
+from beatless.jobs import job
+from beatless.jobs.resources import environment_resources
+from beatless.jobs.runtime import run_job
+from beatless.watchdog import parse_watched_jobs, watch_jobs
 
-JOB_NAME = "job_watchdog"
-logger = Logger(service=JOB_NAME)
+JOB = job("job_watchdog")
+logger = Logger(service=JOB.name)
 
 
 @logger.inject_lambda_context
 def handler(event: Any, context: Any) -> dict[str, Any]:
-    parsed = parse_scheduled_event(event, allow_dry_run=True)
     jobs = parse_watched_jobs(os.environ.get("WATCHED_JOBS"))
-    run = run_watchdog(
-        jobs,
-        cloudwatch=client("cloudwatch"),
-        scheduler=client("scheduler"),
-        own_name=JOB_NAME,
-        publish=not parsed.dry_run,
+    return run_job(
+        JOB,
+        event,
+        context,
+        partial(watch_jobs, jobs=jobs),
+        resources=environment_resources(os.environ),
+        logger=logger,
     )
-    result = run.as_dict()
-    result["dry_run"] = parsed.dry_run
-    log = logger.warning if result["overdue"] else logger.info
-    log("job watchdog run", extra={"summary": result})
-    return result

@@ -22,15 +22,17 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from beatless.allocation import summarize_month
-from beatless.jobrun import previous_month, run_scheduled_job
+from beatless.jobs import job
+from beatless.jobs.resources import environment_resources
+from beatless.jobs.runtime import run_job
+from beatless.storage.summary import summarize_month
 
-JOB = "monthly_usage_summary"
-logger = Logger(service=JOB)
+JOB = job("monthly_usage_summary")
+logger = Logger(service=JOB.name)
 
 
 @logger.inject_lambda_context
 def handler(event: Any, context: Any) -> dict[str, Any]:
-    return run_scheduled_job(
-        JOB, event, context, summarize_month, env=os.environ, period=previous_month, logger=logger
+    return run_job(
+        JOB, event, context, summarize_month, resources=environment_resources(os.environ), logger=logger
     )

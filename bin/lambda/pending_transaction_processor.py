@@ -13,7 +13,7 @@ Idempotency: row lock + status guard (FOR UPDATE SKIP LOCKED, `status =
 'pending'`) and the UNIQUE ledger key, in one transaction: a replayed or
 concurrent run settles nothing twice.
 Event: the Scheduler fields and {"dry_run": true} (reports, changes nothing).
-Rules in `beatless.transactions.pending`.
+Rules in `beatless.credits.pending`; the run itself in `beatless.jobs.runtime`.
 """
 
 from __future__ import annotations
@@ -24,15 +24,23 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from beatless.jobrun import run_scheduled_job
-from beatless.transactions import PendingSettings, settle_stale_transactions
+from beatless.credits.pending import PendingSettings, settle_stale_transactions
+from beatless.jobs import job
+from beatless.jobs.resources import environment_resources
+from beatless.jobs.runtime import run_job
 
-JOB = "pending_transaction_processor"
-logger = Logger(service=JOB)
+JOB = job("pending_transaction_processor")
+logger = Logger(service=JOB.name)
 
 
 @logger.inject_lambda_context
 def handler(event: Any, context: Any) -> dict[str, Any]:
     settings = PendingSettings.from_env(os.environ)
-    work = partial(settle_stale_transactions, settings=settings)
-    return run_scheduled_job(JOB, event, context, work, env=os.environ, logger=logger)
+    return run_job(
+        JOB,
+        event,
+        context,
+        partial(settle_stale_transactions, settings=settings),
+        resources=environment_resources(os.environ),
+        logger=logger,
+    )

@@ -21,21 +21,28 @@ Returns the summary: counts, remaining (left for the next run), the month.
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from beatless.allocation import SHARED, allocate_month
-from beatless.jobrun import JobContext, JobOutcome, month_of, run_scheduled_job
+from beatless.credits.allocation import allocate_month
+from beatless.credits.due import SHARED
+from beatless.jobs import job
+from beatless.jobs.resources import environment_resources
+from beatless.jobs.runtime import run_job
 
-JOB = "shared_credit_allocation"
-logger = Logger(service=JOB)
-
-
-def work(ctx: JobContext) -> JobOutcome:
-    return allocate_month(ctx, SHARED)
+JOB = job("shared_credit_allocation")
+logger = Logger(service=JOB.name)
 
 
 @logger.inject_lambda_context
 def handler(event: Any, context: Any) -> dict[str, Any]:
-    return run_scheduled_job(JOB, event, context, work, env=os.environ, period=month_of, logger=logger)
+    return run_job(
+        JOB,
+        event,
+        context,
+        partial(allocate_month, subjects=SHARED),
+        resources=environment_resources(os.environ),
+        logger=logger,
+    )

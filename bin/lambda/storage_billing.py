@@ -22,15 +22,17 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from beatless.jobrun import previous_day, run_scheduled_job
-from beatless.storage import bill_storage
+from beatless.jobs import job
+from beatless.jobs.resources import environment_resources
+from beatless.jobs.runtime import run_job
+from beatless.storage.billing import bill_storage
 
-JOB = "storage_billing"
-logger = Logger(service=JOB)
+JOB = job("storage_billing")
+logger = Logger(service=JOB.name)
 
 
 @logger.inject_lambda_context
 def handler(event: Any, context: Any) -> dict[str, Any]:
-    return run_scheduled_job(
-        JOB, event, context, bill_storage, env=os.environ, period=previous_day, logger=logger
+    return run_job(
+        JOB, event, context, bill_storage, resources=environment_resources(os.environ), logger=logger
     )

@@ -19,31 +19,28 @@ Rules in `beatless.storage.collector` and `beatless.storage.sources`.
 from __future__ import annotations
 
 import os
-from functools import partial
 from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from beatless.aws import client
-from beatless.jobrun import hour_of, run_scheduled_job
-from beatless.storage import (
-    CollectorSettings,
-    DirectoryGraphSizes,
-    S3PrefixUsage,
-    UsageSource,
-    collect_storage_usage,
-    graph_size_usage,
-)
+from beatless.jobs import job
+from beatless.jobs.resources import environment_resources
+from beatless.jobs.runtime import JobContext, JobOutcome, run_job
+from beatless.storage.collector import CollectorSettings, collect_storage_usage
+from beatless.storage.sources import DirectoryGraphSizes, S3PrefixUsage, UsageSource, graph_size_usage
 
-JOB = "storage_usage_collector"
-logger = Logger(service=JOB)
+JOB = job("storage_usage_collector")
+logger = Logger(service=JOB.name)
 
 
 @logger.inject_lambda_context
 def handler(event: Any, context: Any) -> dict[str, Any]:
     settings = CollectorSettings.from_env(os.environ)
-    sources: list[UsageSource] = [S3PrefixUsage(client("s3"), settings.bucket, settings.prefix)]
-    if settings.graph_data_dir is not None:
-        sources.append(graph_size_usage(DirectoryGraphSizes(settings.graph_data_dir)))
-    work = partial(collect_storage_usage, sources=sources)
-    return run_scheduled_job(JOB, event, context, work, env=os.environ, period=hour_of, logger=logger)
+
+    def work(ctx: JobContext) -> JobOutcome:
+        sources: list[UsageSource] = [S3PrefixUsage(ctx.s3(), settings.bucket, settings.prefix)]
+        if settings.graph_data_dir is not None:
+            sources.append(graph_size_usage(DirectoryGraphSizes(settings.graph_data_dir)))
+        return collect_storage_usage(ctx, sources=sources)
+
+    return run_job(JOB, event, context, work, resources=environment_resources(os.environ), logger=logger)

@@ -12,8 +12,8 @@ from aws_cdk import Annotations, App, Environment, Tags
 from aws_cdk import aws_logs as logs
 
 from beatless.jobs import Need
+from infra.components.job_grants import BrokerAccess, JobResources, WorkerServiceAccess
 from infra.config import RETENTION_DAYS, Config
-from infra.constructs.scheduled_job import BrokerAccess, JobResources, WorkerServiceAccess
 from infra.stacks.broker import BrokerStack
 from infra.stacks.data import DataStack
 from infra.stacks.jobs import ScheduledJobsStack

@@ -7,9 +7,9 @@ from typing import Any
 from aws_cdk import Stack
 from constructs import Construct
 
+from infra.components.network import Network
+from infra.components.redis_broker import RedisBroker
 from infra.config import BrokerConfig
-from infra.constructs.network import Network
-from infra.constructs.redis_broker import RedisBroker
 
 
 class BrokerStack(Stack):

@@ -11,10 +11,10 @@ from typing import Any
 from aws_cdk import Stack
 from constructs import Construct
 
+from infra.components.customer_data import CustomerData
+from infra.components.database import Database
+from infra.components.network import Network
 from infra.config import DatabaseConfig, StorageConfig
-from infra.constructs.customer_data import CustomerData
-from infra.constructs.database import Database
-from infra.constructs.network import Network
 
 
 class DataStack(Stack):

@@ -22,14 +22,15 @@ from constructs import Construct
 
 from beatless.errors import ConfigurationError
 from beatless.jobs import DEPLOY_FUNCTIONS, Job, Need
-from beatless.watchdog import needs_watchdog
+from beatless.jobs.schedules import needs_watchdog
+from infra.components.console_test_events import ConsoleTestEvents
+from infra.components.database import CA_BUNDLE_IN_ASSET
+from infra.components.job_grants import JobResources, WatchdogAccess
+from infra.components.lambda_bundle import lambda_code
+from infra.components.scheduled_job import ScheduledJob
+from infra.components.schema_migration import HANDLER as MIGRATION_HANDLER
+from infra.components.schema_migration import SchemaMigration
 from infra.config import LambdaSource
-from infra.constructs.database import CA_BUNDLE_IN_ASSET
-from infra.constructs.lambda_bundle import lambda_code
-from infra.constructs.scheduled_job import JobResources, ScheduledJob, WatchdogAccess
-from infra.constructs.schema_migration import HANDLER as MIGRATION_HANDLER
-from infra.constructs.schema_migration import SchemaMigration
-from infra.constructs.test_events import ConsoleTestEvents
 
 assert MIGRATION_HANDLER in DEPLOY_FUNCTIONS
 

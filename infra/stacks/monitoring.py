@@ -11,10 +11,10 @@ from typing import Any
 from aws_cdk import Stack
 from constructs import Construct
 
+from infra.components.alarm_topic import AlarmTopic
+from infra.components.monitor_health import MonitorHealth
+from infra.components.worker_dashboard import WorkerDashboard
 from infra.config import Config
-from infra.constructs.alarm_topic import AlarmTopic
-from infra.constructs.monitor_health import MonitorHealth
-from infra.constructs.worker_dashboard import WorkerDashboard
 
 
 class MonitoringStack(Stack):

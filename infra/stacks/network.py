@@ -8,8 +8,8 @@ from aws_cdk import Stack
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from infra.components.network import Network
 from infra.config import NetworkConfig
-from infra.constructs.network import Network
 
 
 class NetworkStack(Stack):

@@ -9,11 +9,11 @@ from aws_cdk import Stack
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from infra.components.network import Network
+from infra.components.queue_scaling import QueueDepthScaling
+from infra.components.redis_broker import RedisBroker
+from infra.components.worker_service import WorkerService, worker_image
 from infra.config import WorkerConfig
-from infra.constructs.network import Network
-from infra.constructs.queue_scaling import QueueDepthScaling
-from infra.constructs.redis_broker import RedisBroker
-from infra.constructs.worker_service import WorkerService, worker_image
 
 
 class WorkerStack(Stack):

@@ -1,18 +1,25 @@
 """The one place that builds boto3 clients.
 
-Core code takes clients as arguments; entry points call `client(...)` here.
-`AWS_ENDPOINT_URL` (read by botocore itself) points every client at a moto
-server locally and in tests. Clients are cached per process so a warm Lambda
-reuses its connections.
+Core code takes clients as arguments; entry points (through the job runtime's
+resources) call `client(...)` here. `AWS_ENDPOINT_URL` (read by botocore
+itself) points every client at a moto server locally and in tests. Clients are
+cached per process so a warm Lambda reuses its connections.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import boto3
 from botocore.config import Config
+
+if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_ecs import ECSClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_scheduler import EventBridgeSchedulerClient
+    from mypy_boto3_secretsmanager import SecretsManagerClient
 
 # Short timeouts and few retries: a scheduled job that hangs on an AWS call
 # for minutes is worse than one that fails and is retried on the next tick.
@@ -25,7 +32,22 @@ def session() -> boto3.Session:
     return boto3.Session()
 
 
-@functools.cache
+@overload
+def client(
+    service: Literal["cloudwatch"], *, read_timeout: float = ..., attempts: int = ...
+) -> CloudWatchClient: ...
+@overload
+def client(service: Literal["ecs"], *, read_timeout: float = ..., attempts: int = ...) -> ECSClient: ...
+@overload
+def client(service: Literal["s3"], *, read_timeout: float = ..., attempts: int = ...) -> S3Client: ...
+@overload
+def client(
+    service: Literal["scheduler"], *, read_timeout: float = ..., attempts: int = ...
+) -> EventBridgeSchedulerClient: ...
+@overload
+def client(
+    service: Literal["secretsmanager"], *, read_timeout: float = ..., attempts: int = ...
+) -> SecretsManagerClient: ...
 def client(
     service: str,
     *,
@@ -37,6 +59,11 @@ def client(
     `attempts` counts the first try; callers on a tight clock (the worker
     monitor's 10 s sampling grid) ask for less than the defaults.
     """
+    return _client(service, read_timeout, attempts)
+
+
+@functools.cache
+def _client(service: str, read_timeout: float, attempts: int) -> Any:
     config = Config(
         connect_timeout=2,
         read_timeout=read_timeout,
@@ -47,5 +74,5 @@ def client(
 
 def reset_clients() -> None:
     """Forget cached clients (tests that change AWS_ENDPOINT_URL call this)."""
-    client.cache_clear()
+    _client.cache_clear()
     session.cache_clear()

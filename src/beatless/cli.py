@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from beatless.errors import InvalidInput
+from beatless.errors import InvalidInputError
 
 
 def _local(args: argparse.Namespace) -> int:
@@ -38,7 +38,7 @@ def _local(args: argparse.Namespace) -> int:
 
 def _jobs(args: argparse.Namespace) -> int:
     from beatless.jobs import JOBS
-    from beatless.jobs_table import render_markdown
+    from beatless.jobs.table import render_markdown
 
     if args.markdown:
         print(render_markdown())
@@ -80,13 +80,13 @@ def _job(args: argparse.Namespace) -> int:
     entry = job(args.name)
     path = Path(__file__).resolve().parents[2] / entry.entry_point
     if not path.exists():
-        raise InvalidInput(
+        raise InvalidInputError(
             "name", f"{entry.entry_point} not found: `beatless job` runs from a source checkout"
         )
     try:
         event = json.loads(args.event) if args.event else {}
     except json.JSONDecodeError as exc:
-        raise InvalidInput("--event", f"is not valid JSON ({exc.msg})") from None
+        raise InvalidInputError("--event", f"is not valid JSON ({exc.msg})") from None
     spec = importlib.util.spec_from_file_location(entry.name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except InvalidInput as exc:
+    except InvalidInputError as exc:
         parser.error(str(exc))
     return 2
 

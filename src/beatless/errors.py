@@ -1,6 +1,6 @@
 """Errors shared by every entry point.
 
-A bad input raises `InvalidInput` naming the offending field; callers never
+A bad input raises `InvalidInputError` naming the offending field; callers never
 catch it to carry on, so a malformed event changes nothing and fails loudly.
 """
 
@@ -11,7 +11,7 @@ class BeatlessError(Exception):
     """Base class of every error Beatless raises on purpose."""
 
 
-class InvalidInput(BeatlessError, ValueError):
+class InvalidInputError(BeatlessError, ValueError):
     """An event, environment variable or argument is malformed.
 
     `field` is the dotted path of the offending key (for example
@@ -26,3 +26,7 @@ class InvalidInput(BeatlessError, ValueError):
 
 class ConfigurationError(BeatlessError):
     """A combination of settings that would make the system unsafe to run."""
+
+
+# The name before exceptions were named ...Error; kept so callers' imports keep working.
+InvalidInput = InvalidInputError

@@ -8,8 +8,9 @@ never reads the environment itself. Every error names the variable.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from urllib.parse import urlsplit, urlunsplit
 
-from beatless.errors import InvalidInput
+from beatless.errors import InvalidInputError
 
 Env = Mapping[str, str]
 
@@ -18,7 +19,7 @@ def env_str(env: Env, name: str, default: str | None = None, *, required: bool =
     value = env.get(name)
     if value is None or not value.strip():
         if required:
-            raise InvalidInput(name, "is required")
+            raise InvalidInputError(name, "is required")
         return default
     return value.strip()
 
@@ -38,11 +39,11 @@ def env_int(
     try:
         value = int(raw.strip())
     except ValueError:
-        raise InvalidInput(name, f"must be an integer, got {raw!r}") from None
+        raise InvalidInputError(name, f"must be an integer, got {raw!r}") from None
     if minimum is not None and value < minimum:
-        raise InvalidInput(name, f"must be at least {minimum}, got {value}")
+        raise InvalidInputError(name, f"must be at least {minimum}, got {value}")
     if maximum is not None and value > maximum:
-        raise InvalidInput(name, f"must be at most {maximum}, got {value}")
+        raise InvalidInputError(name, f"must be at most {maximum}, got {value}")
     return value
 
 
@@ -55,13 +56,13 @@ def env_float(
     try:
         value = float(raw.strip())
     except ValueError:
-        raise InvalidInput(name, f"must be a number, got {raw!r}") from None
+        raise InvalidInputError(name, f"must be a number, got {raw!r}") from None
     if value != value or value in (float("inf"), float("-inf")):
-        raise InvalidInput(name, f"must be a finite number, got {raw!r}")
+        raise InvalidInputError(name, f"must be a finite number, got {raw!r}")
     if minimum is not None and value < minimum:
-        raise InvalidInput(name, f"must be at least {minimum}, got {value}")
+        raise InvalidInputError(name, f"must be at least {minimum}, got {value}")
     if maximum is not None and value > maximum:
-        raise InvalidInput(name, f"must be at most {maximum}, got {value}")
+        raise InvalidInputError(name, f"must be at most {maximum}, got {value}")
     return value
 
 
@@ -78,7 +79,7 @@ def env_bool(env: Env, name: str, default: bool) -> bool:
         return True
     if lowered in _FALSE:
         return False
-    raise InvalidInput(name, f"must be true or false, got {raw!r}")
+    raise InvalidInputError(name, f"must be true or false, got {raw!r}")
 
 
 def env_list(env: Env, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -86,3 +87,19 @@ def env_list(env: Env, name: str, default: tuple[str, ...] = ()) -> tuple[str, .
     if raw is None or not raw.strip():
         return default
     return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password (in the user info or a `password=` query item) replaced by ***,
+    for logs and summaries."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{hostport}"
+    query = "&".join(
+        f"{key}=***" if key == "password" else f"{key}={value}" if sep else key
+        for key, sep, value in (item.partition("=") for item in parts.query.split("&") if item)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

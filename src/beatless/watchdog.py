@@ -30,194 +30,28 @@ Successes are read as CloudWatch sums per bucket of `bucket_seconds`; a
 bucket counts as "at or after F" when it ends after F, so a success is never
 missed and a run by hand at most one bucket (5 minutes) before F may count.
 
-Pure standard library; the Lambda entry point passes boto3 clients in.
+The schedule parsing and the window rule are `beatless.jobs.schedules`'; this
+module is the `job_watchdog` job's core: `watch_jobs(ctx, jobs)` runs on the
+job runtime, which publishes the watchdog's own `JobSucceeded`.
 """
 
 from __future__ import annotations
 
-import calendar
 import json
-import math
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, tzinfo
-from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from beatless import metrics
-from beatless.errors import InvalidInput
+from beatless.errors import InvalidInputError
+from beatless.jobs.runtime import JobContext, JobOutcome
+from beatless.jobs.schedules import HOUR, MINUTE, Cron, Rate, missed_run_window_seconds, parse_schedule
 
-MINUTE = 60
-HOUR = 60 * MINUTE
-DAY = 24 * HOUR
-
-# CloudWatch's longest alarm warm-up (WarmUpPeriodDurationInMinutes <= 2,880):
-# a direct alarm waits one window after it is created, so windows up to this
-# never alarm before a new job's first fire time could have succeeded.
-MAX_ALARM_WINDOW_SECONDS = 2 * DAY
-
-# How far back a cron expression is searched for its latest fire time.
-_SEARCH_YEARS = 5
-
-
-def missed_run_window_seconds(period_seconds: int) -> int:
-    """1.5 x the period, rounded up to whole minutes (alarm periods are minutes)."""
-    return math.ceil(period_seconds * 1.5 / MINUTE) * MINUTE
-
-
-def needs_watchdog(period_seconds: int) -> bool:
-    """True when the window is too long for a direct CloudWatch alarm."""
-    return missed_run_window_seconds(period_seconds) > MAX_ALARM_WINDOW_SECONDS
-
-
-# ---------------------------------------------------------------- schedules
-
-# Literal names: calendar.month_abbr follows the locale.
-_MONTHS = {
-    name: i
-    for i, name in enumerate(
-        ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"], 1
-    )
-}
-# EventBridge cron counts days of the week 1-7 from Sunday; Python from Monday (0).
-_AWS_DAYS = {"SUN": 1, "MON": 2, "TUE": 3, "WED": 4, "THU": 5, "FRI": 6, "SAT": 7}
-
-
-def _aws_to_python_weekday(day: int) -> int:
-    return (day - 2) % 7
-
-
-@dataclass(frozen=True)
-class Rate:
-    seconds: int
-
-
-@dataclass(frozen=True)
-class Cron:
-    """An EventBridge Scheduler cron expression, as the sets of values it fires on.
-
-    Supported: numbers, names (JAN-DEC, SUN-SAT), `*`, `?`, lists, ranges,
-    steps (`0/15`, `*/5`, `1-5/2`) and `L` (last day of the month). `W`, `#`
-    and `L` in the day-of-week field raise: no registry job uses them.
-    """
-
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days_of_month: frozenset[int] | None  # None: "?" (the day of the week decides)
-    last_day_of_month: bool
-    months: frozenset[int]
-    weekdays: frozenset[int] | None  # Python weekdays (Monday = 0); None: "?"
-    years: frozenset[int] | None  # None: every year
-    zone: tzinfo
-
-    def _day_matches(self, day: date) -> bool:
-        if day.month not in self.months or (self.years is not None and day.year not in self.years):
-            return False
-        if self.weekdays is not None and day.weekday() not in self.weekdays:
-            return False
-        if self.days_of_month is not None or self.last_day_of_month:
-            last = calendar.monthrange(day.year, day.month)[1]
-            in_days = self.days_of_month is not None and day.day in self.days_of_month
-            if not (in_days or (self.last_day_of_month and day.day == last)):
-                return False
-        return True
-
-    def latest_at_or_before(self, moment: datetime) -> datetime | None:
-        """The most recent fire time <= `moment` (UTC), or None within _SEARCH_YEARS."""
-        local = moment.astimezone(self.zone)
-        hours = sorted(self.hours, reverse=True)
-        minutes = sorted(self.minutes, reverse=True)
-        day = local.date()
-        for _ in range(366 * _SEARCH_YEARS):
-            if self._day_matches(day):
-                for hour in hours:
-                    for minute in minutes:
-                        fire = datetime(day.year, day.month, day.day, hour, minute, tzinfo=self.zone)
-                        if fire <= local:
-                            return fire.astimezone(UTC)
-            day -= timedelta(days=1)
-        return None
-
-
-def _range_values(field: str, text: str, low: int, high: int, names: Mapping[str, int]) -> set[int]:
-    def number(token: str) -> int:
-        token = token.strip().upper()
-        if token in names:
-            return names[token]
-        if not token.isdigit():
-            raise InvalidInput(field, f"{token!r} is not a number or a name")
-        value = int(token)
-        if not low <= value <= high:
-            raise InvalidInput(field, f"{value} is outside {low}-{high}")
-        return value
-
-    values: set[int] = set()
-    for part in text.split(","):
-        base, _, step_text = part.partition("/")
-        step = 1
-        if step_text:
-            if not step_text.isdigit() or int(step_text) < 1:
-                raise InvalidInput(field, f"step {step_text!r} must be a positive integer")
-            step = int(step_text)
-        if base == "*":
-            start, end = low, high
-        elif "-" in base:
-            first, _, last = base.partition("-")
-            start, end = number(first), number(last)
-            if start > end:
-                raise InvalidInput(field, f"range {base!r} runs backwards")
-        else:
-            start = number(base)
-            end = high if step_text else start  # "0/15": from 0 every 15
-        values.update(range(start, end + 1, step))
-    return values
-
-
-def parse_schedule(expression: str, timezone: str = "UTC", *, field: str = "schedule") -> Cron | Rate:
-    """Parse a Scheduler expression; raises InvalidInput naming `field`."""
-    try:
-        zone: tzinfo = UTC if timezone == "UTC" else ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInput(f"{field}.timezone", f"unknown time zone {timezone!r}") from None
-    rate = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)", expression.strip())
-    if rate:
-        unit = {"minute": MINUTE, "hour": HOUR, "day": DAY}[rate.group(2).rstrip("s")]
-        if int(rate.group(1)) < 1:
-            raise InvalidInput(field, f"{expression!r}: the rate must be at least 1")
-        return Rate(int(rate.group(1)) * unit)
-    cron = re.fullmatch(r"cron\((.*)\)", expression.strip())
-    if not cron:
-        raise InvalidInput(field, f"{expression!r} is neither rate(...) nor cron(...)")
-    parts = cron.group(1).split()
-    if len(parts) != 6:
-        raise InvalidInput(field, f"{expression!r}: cron needs 6 fields, got {len(parts)}")
-    minute, hour, dom, month, dow, year = parts
-    if "W" in dom.upper() or "#" in dow or "L" in dow.upper() or ("L" in dom.upper() and dom.upper() != "L"):
-        raise InvalidInput(
-            field, f"{expression!r}: W, #, and L other than a lone day-of-month L are not supported"
-        )
-    if (dom == "?") == (dow == "?"):
-        raise InvalidInput(field, f"{expression!r}: exactly one of day-of-month and day-of-week is '?'")
-    last_day = dom.upper() == "L"
-    days = None if dom == "?" or last_day else frozenset(_range_values(f"{field}.day", dom, 1, 31, {}))
-    weekdays = (
-        None
-        if dow == "?"
-        else frozenset(
-            _aws_to_python_weekday(d) for d in _range_values(f"{field}.weekday", dow, 1, 7, _AWS_DAYS)
-        )
-    )
-    return Cron(
-        minutes=frozenset(_range_values(f"{field}.minute", minute, 0, 59, {})),
-        hours=frozenset(_range_values(f"{field}.hour", hour, 0, 23, {})),
-        days_of_month=days,
-        last_day_of_month=last_day,
-        months=frozenset(_range_values(f"{field}.month", month, 1, 12, _MONTHS)),
-        weekdays=weekdays,
-        years=None if year == "*" else frozenset(_range_values(f"{field}.year", year, 1970, 2199, {})),
-        zone=zone,
-    )
+if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_cloudwatch.type_defs import MetricDataQueryTypeDef, MetricDatumTypeDef
+    from mypy_boto3_scheduler import EventBridgeSchedulerClient
 
 
 # ---------------------------------------------------------------- judgement
@@ -333,34 +167,34 @@ def bucket_seconds_for(age: timedelta) -> int:
 def parse_watched_jobs(text: str | None, variable: str = "WATCHED_JOBS") -> tuple[WatchedJob, ...]:
     """The JSON list the CDK app puts in WATCHED_JOBS; errors name the entry's field."""
     if text is None or not text.strip():
-        raise InvalidInput(variable, "is required (a JSON list, possibly empty)")
+        raise InvalidInputError(variable, "is required (a JSON list, possibly empty)")
     try:
         entries = json.loads(text)
     except json.JSONDecodeError as error:
-        raise InvalidInput(variable, f"is not JSON: {error}") from None
+        raise InvalidInputError(variable, f"is not JSON: {error}") from None
     if not isinstance(entries, list):
-        raise InvalidInput(variable, "must be a JSON list")
+        raise InvalidInputError(variable, "must be a JSON list")
     jobs = []
     keys = {"name", "schedule", "timezone", "period_seconds", "schedule_name", "schedule_group"}
     for i, entry in enumerate(entries):
         where = f"{variable}[{i}]"
         if not isinstance(entry, dict):
-            raise InvalidInput(where, "must be an object")
+            raise InvalidInputError(where, "must be an object")
         unknown = sorted(set(entry) - keys)
         if unknown:
-            raise InvalidInput(f"{where}.{unknown[0]}", "unknown key")
+            raise InvalidInputError(f"{where}.{unknown[0]}", "unknown key")
         for key in sorted(keys - {"schedule_group"}):
             if key not in entry:
-                raise InvalidInput(f"{where}.{key}", "is required")
+                raise InvalidInputError(f"{where}.{key}", "is required")
         for key in ("name", "schedule", "timezone", "schedule_name"):
             if not isinstance(entry[key], str) or not entry[key]:
-                raise InvalidInput(f"{where}.{key}", "must be a non-empty string")
+                raise InvalidInputError(f"{where}.{key}", "must be a non-empty string")
         period = entry["period_seconds"]
         if isinstance(period, bool) or not isinstance(period, int) or period < MINUTE:
-            raise InvalidInput(f"{where}.period_seconds", f"must be an integer >= 60, got {period!r}")
+            raise InvalidInputError(f"{where}.period_seconds", f"must be an integer >= 60, got {period!r}")
         group = entry.get("schedule_group", "default")
         if not isinstance(group, str) or not group:
-            raise InvalidInput(f"{where}.schedule_group", "must be a non-empty string")
+            raise InvalidInputError(f"{where}.schedule_group", "must be a non-empty string")
         jobs.append(
             WatchedJob(
                 name=entry["name"],
@@ -373,7 +207,7 @@ def parse_watched_jobs(text: str | None, variable: str = "WATCHED_JOBS") -> tupl
         )
     names = [job.name for job in jobs]
     if len(set(names)) != len(names):
-        raise InvalidInput(variable, f"lists a job twice: {names}")
+        raise InvalidInputError(variable, f"lists a job twice: {names}")
     return tuple(jobs)
 
 
@@ -395,9 +229,9 @@ class WatchdogRun:
 
 
 def _success_buckets(
-    cloudwatch: Any, jobs: Sequence[WatchedJob], start: datetime, end: datetime, bucket: int
+    cloudwatch: CloudWatchClient, jobs: Sequence[WatchedJob], start: datetime, end: datetime, bucket: int
 ) -> dict[str, list[datetime]]:
-    queries = [
+    queries: list[MetricDataQueryTypeDef] = [
         {
             "Id": f"job{i}",
             "Label": job.name,
@@ -436,13 +270,12 @@ def _success_buckets(
 def run_watchdog(
     jobs: Sequence[WatchedJob],
     *,
-    cloudwatch: Any,
-    scheduler: Any,
-    own_name: str,
+    cloudwatch: CloudWatchClient,
+    scheduler: EventBridgeSchedulerClient,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     publish: bool = True,
 ) -> WatchdogRun:
-    """Judge every job and publish JobOverdue per job plus JobSucceeded for `own_name`.
+    """Judge every job and publish JobOverdue per job, in one PutMetricData.
 
     Raises on any AWS error before publishing anything (the alarms then see
     missing data, which they treat as breaching).
@@ -477,8 +310,8 @@ def run_watchdog(
         )
         for job in jobs
     )
-    if publish:
-        data = [
+    if publish and verdicts:
+        data: list[MetricDatumTypeDef] = [
             {
                 "MetricName": metrics.JOB_OVERDUE,
                 "Dimensions": [{"Name": metrics.JOB_DIMENSION, "Value": verdict.job}],
@@ -488,14 +321,11 @@ def run_watchdog(
             }
             for verdict in verdicts
         ]
-        data.append(
-            {
-                "MetricName": metrics.JOB_SUCCEEDED,
-                "Dimensions": [{"Name": metrics.JOB_DIMENSION, "Value": own_name}],
-                "Timestamp": at,
-                "Value": 1.0,
-                "Unit": "Count",
-            }
-        )
         cloudwatch.put_metric_data(Namespace=metrics.JOBS_NAMESPACE, MetricData=data)
     return WatchdogRun(verdicts=verdicts, published=publish)
+
+
+def watch_jobs(ctx: JobContext, jobs: Sequence[WatchedJob]) -> JobOutcome:
+    """The work of one `job_watchdog` run: judge `jobs`, publish unless a dry run."""
+    run = run_watchdog(jobs, cloudwatch=ctx.cloudwatch(), scheduler=ctx.scheduler(), publish=not ctx.dry_run)
+    return JobOutcome(remaining=None, details=run.as_dict())

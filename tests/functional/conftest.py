@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from beatless.db.testing import migrated_database
-from beatless.jobrun import reset_settings
+from beatless.jobs.resources import reset_resources
 from beatless.local.servers import PostgresServer
+from tests.support.database import migrated_database
 
 
 @pytest.fixture
@@ -18,9 +18,9 @@ def dsn(postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> Ite
     with migrated_database(postgres_server) as database:
         monkeypatch.delenv("DATABASE_SECRET_ARN", raising=False)
         monkeypatch.setenv("DATABASE_URL", database)
-        reset_settings()
+        reset_resources()
         yield database
-        reset_settings()
+        reset_resources()
 
 
 @pytest.fixture

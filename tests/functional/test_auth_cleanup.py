@@ -9,8 +9,6 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-import json
-import os
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,19 +18,20 @@ import pytest
 
 import auth_cleanup
 from beatless import credits
-from beatless.auth_cleanup import AuthCleanupSettings, clean_up_auth
-from beatless.db.testing import FakeLambdaContext, snapshot
-from beatless.errors import InvalidInput
-from beatless.jobrun import run_scheduled_job
-from tests.functional.job_support import (
+from beatless.auth.cleanup import AuthCleanupSettings, clean_up_auth
+from beatless.errors import InvalidInputError
+from tests.support.database import snapshot
+from tests.support.jobs import (
     US,
     context,
     emf_documents,
     iso,
     kill_when_blocked,
     run_concurrently,
+    run_on_runtime,
     tick,
 )
+from tests.support.lambda_context import FakeLambdaContext
 
 JOB = "auth_cleanup"
 EVENTS = Path(__file__).resolve().parents[2] / "events" / JOB
@@ -50,7 +49,7 @@ def run(event: Any, ctx: FakeLambdaContext | None = None) -> dict[str, Any]:
 def run_core(chunk_size: int, ctx: Any = None, event: Any = None) -> dict[str, Any]:
     settings = AuthCleanupSettings(KEY_RETENTION, SESSION_RETENTION)
     work = functools.partial(clean_up_auth, settings=settings, chunk_size=chunk_size)
-    return run_scheduled_job(JOB, event or tick(T), ctx or context(), work, env=os.environ)
+    return run_on_runtime(JOB, event or tick(T), ctx or context(), work)
 
 
 def _prefix(n: int) -> str:
@@ -248,7 +247,7 @@ def test_the_retentions_come_from_the_environment(
     assert state(conn, k) == "deleted" and not session_exists(conn, s)
     for name, value in (("AUTH_API_KEY_RETENTION_DAYS", "-1"), ("AUTH_SESSION_RETENTION_DAYS", "week")):
         monkeypatch.setenv(name, value)
-        with pytest.raises(InvalidInput) as info:
+        with pytest.raises(InvalidInputError) as info:
             run(tick(T))
         assert info.value.field == name
         monkeypatch.delenv(name)
@@ -350,37 +349,3 @@ def test_a_run_out_of_time_stops_cleanly_and_the_next_run_finishes(
     second = run_core(chunk_size=100)
     assert second["counts"] == {"deactivated_keys": 300, "deleted_keys": 300, "deleted_sessions": 300}
     assert second["remaining"] == 0 and counts(conn) == (0, 600, 0)
-
-
-def test_every_console_event_is_accepted(conn: psycopg.Connection) -> None:
-    names = {p.name for p in EVENTS.glob("*.json")}
-    assert {"scheduled_tick.json", "minimal.json", "dry_run.json"} <= names
-    for path in sorted(EVENTS.glob("*.json")):
-        event = json.loads(path.read_text())
-        summary = run(event)
-        assert summary["dry_run"] is event.get("dry_run", False), path.name
-        if "scheduled_time" in event:
-            assert summary["scheduled_time"] == event["scheduled_time"]
-
-
-@pytest.mark.parametrize(
-    ("event", "field"),
-    [
-        ({"scheduled_time": "2026-03-10 10:00"}, "scheduled_time"),
-        ({"scheduled_time": None, "dry_run": None}, "dry_run"),
-        ({"scheduled_time": "2026-03-10T10:00:00Z", "retention_days": 1}, "retention_days"),
-        ({"attempt_number": "one"}, "attempt_number"),
-        ({"execution_id": 5}, "execution_id"),
-        (42, "event"),
-    ],
-)
-def test_malformed_events_are_rejected_naming_the_field_and_change_nothing(
-    conn: psycopg.Connection, event: Any, field: str
-) -> None:
-    key(conn, "expired", expires=T - DAY)
-    session(conn, expires=T - 30 * DAY)
-    before = snapshot(conn)
-    with pytest.raises(InvalidInput) as info:
-        run(event)
-    assert info.value.field == field and field in str(info.value)
-    assert snapshot(conn) == before

@@ -6,7 +6,6 @@ the allocation time; a new deployment; chunks and the deadline; events."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,12 +19,11 @@ import credit_health_check
 import graph_credit_allocation
 import shared_credit_allocation
 from beatless import credits
-from beatless.allocation import CreditInconsistency, HealthSettings, check_credit_health, week_of
-from beatless.db.testing import snapshot
-from beatless.errors import InvalidInput
-from beatless.jobrun import JobContext, run_scheduled_job
+from beatless.credits.health import CreditInconsistencyError, HealthSettings, check_credit_health
+from beatless.errors import InvalidInputError
 from beatless.jobs import job
-from tests.functional.allocation_support import (
+from beatless.jobs.runtime import JobContext
+from tests.support.allocation import (
     CREDIT,
     context,
     emf_documents,
@@ -33,12 +31,14 @@ from tests.functional.allocation_support import (
     subscription,
     tick,
 )
+from tests.support.database import snapshot
+from tests.support.jobs import run_on_runtime
 
 JOB = "credit_health_check"
 EVENTS = Path(__file__).resolve().parents[2] / "events" / JOB
-MONDAY = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
-SHARED_AT = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
-GRAPH_AT = datetime(2026, 12, 1, 3, 30, tzinfo=UTC)
+MONDAY = datetime(2025, 12, 8, 6, 0, tzinfo=UTC)
+SHARED_AT = datetime(2025, 12, 1, 3, 0, tzinfo=UTC)
+GRAPH_AT = datetime(2025, 12, 1, 3, 30, tzinfo=UTC)
 
 
 @pytest.fixture(autouse=True)
@@ -67,10 +67,10 @@ def realistic(conn: psycopg.Connection) -> dict[str, int]:
         "broke": graph(conn, "broke", balance=0),
         "sub": subscription(conn, "reader", balance=0),
     }
-    subscription(conn, "former", ended=datetime(2026, 10, 1, tzinfo=UTC), balance=0)
-    allocate(datetime(2026, 11, 1, 3, 0, tzinfo=UTC), datetime(2026, 11, 1, 3, 30, tzinfo=UTC))
+    subscription(conn, "former", ended=datetime(2025, 10, 1, tzinfo=UTC), balance=0)
+    allocate(datetime(2025, 11, 1, 3, 0, tzinfo=UTC), datetime(2025, 11, 1, 3, 30, tzinfo=UTC))
     allocate()
-    expires = MONDAY + timedelta(days=1)
+    expires = datetime.now(UTC) + timedelta(days=1)  # holds still running
     credits.consume(conn, accounts["busy"], 700 * CREDIT, "query-1")
     credits.reserve(conn, accounts["busy"], "op-commit", 300 * CREDIT, expires)
     credits.commit(conn, accounts["busy"], "op-commit", 120 * CREDIT)
@@ -82,7 +82,7 @@ def realistic(conn: psycopg.Connection) -> dict[str, int]:
         conn,
         accounts["broke"],
         40_000 * CREDIT,
-        "storage:broke:2026-12-05",
+        "storage:broke:2025-12-05",
         kind="storage_charge",
         allow_negative=True,
     )
@@ -116,10 +116,10 @@ def test_a_consistent_database_passes_and_the_figures_are_published(
         "missed_graph_allocations": 0,
         "allocation_mismatches": 0,
     }
-    assert summary["complete"] and summary["period"]["label"] == "2026-W50"
+    assert summary["complete"] and summary["period"]["label"] == "2025-W50"
     assert summary["expected_allocations"] == {
-        "shared": {"allocation_time": "2026-12-01T03:00:00Z", "month": "2026-12", "started": True},
-        "graph": {"allocation_time": "2026-12-01T03:30:00Z", "month": "2026-12", "started": True},
+        "shared": {"allocation_time": "2025-12-01T03:00:00Z", "month": "2025-12", "started": True},
+        "graph": {"allocation_time": "2025-12-01T03:30:00Z", "month": "2025-12", "started": True},
     }
     assert summary["examples"] == {"negative_balances": [summary["examples"]["negative_balances"][0]]}
     assert snapshot(conn) == before  # read-only
@@ -144,7 +144,7 @@ def test_a_corrupted_balance_raises_after_publishing_and_changes_nothing(
     before = snapshot(conn)
     capsys.readouterr()
 
-    with pytest.raises(CreditInconsistency) as info:
+    with pytest.raises(CreditInconsistencyError) as info:
         run(tick(MONDAY))
 
     assert "balance_mismatches=1" in str(info.value) and f"'account': {accounts['busy']}" in str(info.value)
@@ -158,7 +158,7 @@ def test_a_corrupted_held_amount_raises(conn: psycopg.Connection) -> None:
     realistic(conn)
     # The open hold of "large" loses the row its held amount is computed from.
     corrupt(conn, "DELETE FROM credit_reservations_held", ())
-    with pytest.raises(CreditInconsistency, match="held_mismatches=1"):
+    with pytest.raises(CreditInconsistencyError, match="held_mismatches=1"):
         run(tick(MONDAY))
 
 
@@ -166,10 +166,10 @@ def test_an_allocation_row_that_disagrees_with_its_ledger_entry_raises(conn: psy
     accounts = realistic(conn)
     conn.execute(
         "UPDATE monthly_allocations SET granted_micro = granted_micro - 1 WHERE account_id = %s "
-        "AND month = '2026-12-01'",
+        "AND month = '2025-12-01'",
         (accounts["large"],),
     )
-    with pytest.raises(CreditInconsistency, match="allocation_mismatches=1"):
+    with pytest.raises(CreditInconsistencyError, match="allocation_mismatches=1"):
         run(tick(MONDAY))
 
 
@@ -177,11 +177,11 @@ def test_a_missed_allocation_raises_naming_the_subject(conn: psycopg.Connection)
     realistic(conn)
     # Both existed at the allocation times but were added to the database afterwards
     # (a restore, a migration): nobody allocated their December credits.
-    graph(conn, "restored", since=datetime(2026, 11, 2, tzinfo=UTC), balance=0)
-    subscription(conn, "restored-reader", started=datetime(2026, 11, 2, tzinfo=UTC), account=False)
+    graph(conn, "restored", since=datetime(2025, 11, 2, tzinfo=UTC), balance=0)
+    subscription(conn, "restored-reader", started=datetime(2025, 11, 2, tzinfo=UTC), account=False)
     # Not missed: started after the allocation time.
     graph(conn, "new", since=GRAPH_AT + timedelta(minutes=1), balance=0)
-    with pytest.raises(CreditInconsistency) as info:
+    with pytest.raises(CreditInconsistencyError) as info:
         run(tick(MONDAY))
     message = str(info.value)
     assert "missed_shared_allocations=1" in message and "missed_graph_allocations=1" in message
@@ -194,15 +194,15 @@ def test_a_missed_allocation_raises_naming_the_subject(conn: psycopg.Connection)
 def test_a_month_is_expected_only_after_its_allocation_time_plus_the_grace(conn: psycopg.Connection) -> None:
     graph(conn, "g", balance=0)
     subscription(conn, "s", balance=0)
-    allocate(datetime(2026, 11, 1, 3, 0, tzinfo=UTC), datetime(2026, 11, 1, 3, 30, tzinfo=UTC))
+    allocate(datetime(2025, 11, 1, 3, 0, tzinfo=UTC), datetime(2025, 11, 1, 3, 30, tzinfo=UTC))
     shared_credit_allocation.handler(tick(SHARED_AT), context())
     # December's graph run has not happened yet: it is due two hours after 03:30.
-    early = run(tick(datetime(2026, 12, 1, 5, 29, tzinfo=UTC)))
-    assert early["expected_allocations"]["graph"]["month"] == "2026-11"
-    assert early["expected_allocations"]["shared"]["month"] == "2026-12"  # 03:00 + 2 h has passed
+    early = run(tick(datetime(2025, 12, 1, 5, 29, tzinfo=UTC)))
+    assert early["expected_allocations"]["graph"]["month"] == "2025-11"
+    assert early["expected_allocations"]["shared"]["month"] == "2025-12"  # 03:00 + 2 h has passed
     assert early["counts"]["missed_graph_allocations"] == early["counts"]["missed_shared_allocations"] == 0
-    with pytest.raises(CreditInconsistency, match="missed_graph_allocations=1"):
-        run(tick(datetime(2026, 12, 1, 5, 30, tzinfo=UTC)))
+    with pytest.raises(CreditInconsistencyError, match="missed_graph_allocations=1"):
+        run(tick(datetime(2025, 12, 1, 5, 30, tzinfo=UTC)))
 
 
 def test_a_new_deployment_before_its_first_allocation_day_is_not_in_debt(conn: psycopg.Connection) -> None:
@@ -230,42 +230,22 @@ def test_chunks_cover_every_account_and_the_deadline_leaves_the_rest_reported(
         return check_credit_health(ctx, settings, chunk_size=3)
 
     def check(ctx: Any) -> dict[str, Any]:
-        return run_scheduled_job(JOB, tick(MONDAY), ctx, work, env=os.environ, period=week_of)
+        return run_on_runtime(JOB, tick(MONDAY), ctx, work)
 
     assert check(context())["counts"]["accounts_checked"] == 20
     # 10 s margin, 2 s less per look at the clock: 4 chunks of 3 accounts, 8 left unchecked.
     short = check(context(remaining_ms=18_000, shrink_ms=2_000))
     assert short["counts"]["accounts_checked"] == 12 and short["remaining"] == 8 and not short["complete"]
     corrupt(conn, "UPDATE credit_accounts SET balance_micro = 0 WHERE id = %s", (accounts[-1],))
-    with pytest.raises(CreditInconsistency, match="balance_mismatches=1"):
+    with pytest.raises(CreditInconsistencyError, match="balance_mismatches=1"):
         check(context())  # the last chunk's account is found
 
 
-def test_every_console_event_is_accepted(conn: psycopg.Connection) -> None:
-    assert {"scheduled_tick.json", "minimal.json"} <= {p.name for p in EVENTS.glob("*.json")}
-    for path in sorted(EVENTS.glob("*.json")):
-        event = json.loads(path.read_text())
-        summary = run(event)
-        assert summary["dry_run"] is False
-        if "scheduled_time" in event:
-            assert summary["scheduled_time"] == event["scheduled_time"]
-
-
-def test_malformed_events_and_environment_are_rejected_naming_the_field(
+def test_a_malformed_environment_is_rejected_naming_the_variable(
     conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     graph(conn, "g", balance=3)
     before = snapshot(conn)
-    for event, field in [
-        ({"dry_run": True}, "dry_run"),  # read-only: no dry run to ask for
-        ({"scheduled_time": "Monday"}, "scheduled_time"),
-        ({"attempt_number": 0}, "attempt_number"),
-        ({"weeks": 2}, "weeks"),
-        (["x"], "event"),
-    ]:
-        with pytest.raises(InvalidInput) as info:
-            run(event)
-        assert info.value.field == field, event
     for name, value in [
         ("GRAPH_ALLOCATION_SCHEDULE", ""),
         ("SHARED_ALLOCATION_SCHEDULE", "rate(30 days)"),
@@ -274,7 +254,7 @@ def test_malformed_events_and_environment_are_rejected_naming_the_field(
     ]:
         with monkeypatch.context() as patch:
             patch.setenv(name, value)
-            with pytest.raises(InvalidInput) as info:
+            with pytest.raises(InvalidInputError) as info:
                 run(tick(MONDAY))
             assert info.value.field == name, (name, value)
     assert snapshot(conn) == before

@@ -10,9 +10,9 @@ import psycopg
 import pytest
 
 from beatless import credits
-from beatless.db.testing import migrated_database, snapshot
-from beatless.errors import InvalidInput
+from beatless.errors import InvalidInputError
 from beatless.local.servers import PostgresServer
+from tests.support.database import migrated_database, snapshot
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -64,7 +64,7 @@ def test_reserving_twice_for_one_operation_is_one_hold(conn: psycopg.Connection,
     again = credits.reserve(conn, account, "op", 400_000, _later(2))
     assert again.id == first.id and not again.created
     assert _state(conn, account) == (1_000_000, 400_000, 600_000)
-    with pytest.raises(credits.IdempotencyConflict) as info:
+    with pytest.raises(credits.IdempotencyConflictError) as info:
         credits.reserve(conn, account, "op", 1, _later())
     assert info.value.field == "operation_id"
 
@@ -74,11 +74,11 @@ def test_a_short_balance_is_refused_naming_the_amount_and_nothing_changes(
 ) -> None:
     credits.reserve(conn, account, "big", 900_000, _later())
     before = snapshot(conn)
-    with pytest.raises(credits.InsufficientCredits) as info:
+    with pytest.raises(credits.InsufficientCreditsError) as info:
         credits.reserve(conn, account, "more", 100_001, _later())
     assert info.value.field == "amount_micro"
     assert "100001 exceeds the available balance" in str(info.value)
-    with pytest.raises(credits.InsufficientCredits):
+    with pytest.raises(credits.InsufficientCreditsError):
         credits.consume(conn, account, 100_001, "ai:1")
     assert snapshot(conn) == before
     assert credits.reserve(conn, account, "exact", 100_000, _later()).created  # exactly what is left
@@ -87,20 +87,20 @@ def test_a_short_balance_is_refused_naming_the_amount_and_nothing_changes(
 
 def test_commit_rules(conn: psycopg.Connection, account: int) -> None:
     credits.reserve(conn, account, "op", 100, _later())
-    with pytest.raises(InvalidInput) as info:
+    with pytest.raises(InvalidInputError) as info:
         credits.commit(conn, account, "op", 101)
     assert info.value.field == "consumed_micro"
     credits.commit(conn, account, "op", 0)  # nothing consumed: no ledger entry, the hold is freed
     assert credits.commit(conn, account, "op", 0).status == "committed"  # replay
-    with pytest.raises(credits.IdempotencyConflict):
+    with pytest.raises(credits.IdempotencyConflictError):
         credits.commit(conn, account, "op", 5)
     assert _state(conn, account) == (1_000_000, 0, 1_000_000)
     assert conn.execute("SELECT count(*) FROM credit_ledger").fetchone()[0] == 1
     credits.reserve(conn, account, "gone", 100, _later())
     credits.release(conn, account, "gone")
-    with pytest.raises(credits.HoldNotActive, match="released"):
+    with pytest.raises(credits.HoldNotActiveError, match="released"):
         credits.commit(conn, account, "gone", 50)
-    with pytest.raises(credits.UnknownHold) as unknown:
+    with pytest.raises(credits.UnknownHoldError) as unknown:
         credits.commit(conn, account, "never", 1)
     assert unknown.value.field == "operation_id"
 
@@ -111,7 +111,7 @@ def test_a_hold_past_its_expiry_cannot_be_committed(conn: psycopg.Connection, ac
         "VALUES (%s, 'late', 500, now() - interval '2 hours', now() - interval '1 hour')",
         (account,),
     )
-    with pytest.raises(credits.HoldNotActive, match="expired at"):
+    with pytest.raises(credits.HoldNotActiveError, match="expired at"):
         credits.commit(conn, account, "late", 500)
     assert _state(conn, account) == (1_000_000, 500, 999_500)
 
@@ -133,14 +133,14 @@ def test_consume_is_idempotent_and_may_go_negative_only_when_allowed(
     assert entry.created and entry.amount_micro == -250_000
     replay = credits.consume(conn, account, 250_000, "ai:tokens:1")
     assert replay.id == entry.id and not replay.created
-    with pytest.raises(credits.IdempotencyConflict):
+    with pytest.raises(credits.IdempotencyConflictError):
         credits.consume(conn, account, 1, "ai:tokens:1")
     storage = credits.consume(
         conn, account, 2_000_000, "storage:g1:2026-01-01", kind="storage_charge", allow_negative=True
     )
     assert storage.amount_micro == -2_000_000
     assert _state(conn, account) == (-1_250_000, 0, -1_250_000)
-    with pytest.raises(credits.InsufficientCredits):  # a hold needs available credits
+    with pytest.raises(credits.InsufficientCreditsError):  # a hold needs available credits
         credits.reserve(conn, account, "op", 1, _later())
 
 
@@ -152,7 +152,7 @@ def test_allocate_is_idempotent_and_respects_the_cap(conn: psycopg.Connection, a
     at_cap = credits.allocate(conn, account, 700_000, "alloc:2026-03", cap_micro=1_500_000)
     assert at_cap.amount_micro == 0 and at_cap.created  # recorded, nothing granted
     assert _state(conn, account) == (1_500_000, 0, 1_500_000)
-    with pytest.raises(credits.IdempotencyConflict):
+    with pytest.raises(credits.IdempotencyConflictError):
         credits.consume(conn, account, 1, "alloc:2026-02")
 
 
@@ -179,7 +179,7 @@ def test_bad_arguments_name_the_field_and_change_nothing(
     conn: psycopg.Connection, account: int, call: object, field: str
 ) -> None:
     before = snapshot(conn)
-    with pytest.raises(InvalidInput) as info:
+    with pytest.raises(InvalidInputError) as info:
         call(conn, account)  # type: ignore[operator]
     assert info.value.field == field
     assert snapshot(conn) == before
@@ -192,7 +192,7 @@ def test_subscription_accounts(conn: psycopg.Connection) -> None:
     account = credits.open_subscription_account(conn, subscription)
     assert credits.open_subscription_account(conn, subscription).id == account.id
     assert (account.graph_id, account.subscription_id) == (None, subscription)
-    with pytest.raises(InvalidInput) as info:
+    with pytest.raises(InvalidInputError) as info:
         credits.subscribe(conn, "u2", "sec", "platinum", T0)
     assert info.value.field == "plan"
 
@@ -222,6 +222,6 @@ def test_api_keys_verify_only_while_valid(conn: psycopg.Connection, account: int
     deactivated = credits.issue_api_key(conn, "u1", "old")
     conn.execute("UPDATE api_keys SET deactivated_at = now() WHERE id = %s", (deactivated.id,))
     assert credits.verify_api_key(conn, deactivated.key) is None
-    with pytest.raises(InvalidInput) as info:
+    with pytest.raises(InvalidInputError) as info:
         credits.issue_api_key(conn, "nobody", "x")
     assert info.value.field == "user_id"

@@ -5,8 +5,8 @@ exactly once (no deadlock, ledger equal to balances)."""
 from __future__ import annotations
 
 import functools
-import os
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,9 +14,9 @@ from typing import Any
 import psycopg
 
 from beatless import credits
-from beatless.cleanup import release_expired_holds
-from beatless.db.testing import FakeLambdaContext
-from beatless.jobrun import run_scheduled_job
+from beatless.credits.holds_cleanup import release_expired_holds
+from tests.support.jobs import run_on_runtime
+from tests.support.lambda_context import FakeLambdaContext
 
 THREADS = 16
 
@@ -66,7 +66,7 @@ def test_concurrent_holds_never_overdraw(conn: psycopg.Connection, dsn: str) -> 
             try:
                 credits.reserve(own, account, f"t{i}-{n}", 700, later())
                 won += 1
-            except credits.InsufficientCredits:
+            except credits.InsufficientCreditsError:
                 pass
         return won
 
@@ -103,7 +103,7 @@ def test_concurrent_consumption_never_overdraws_and_sums_exactly(conn: psycopg.C
             try:
                 credits.consume(own, account, 333 + i, f"ai:{i}:{n}")
                 spent += 333 + i
-            except credits.InsufficientCredits:
+            except credits.InsufficientCreditsError:
                 break
         return spent
 
@@ -115,26 +115,31 @@ def test_concurrent_consumption_never_overdraws_and_sums_exactly(conn: psycopg.C
 
 def test_commits_racing_the_cleanup_settle_each_hold_once(conn: psycopg.Connection, dsn: str) -> None:
     accounts = [account_with(conn, 10**9, f"g{i}") for i in range(4)]
-    expires = datetime.now(UTC) + timedelta(minutes=30)  # still committable now
+    # The race is at the holds' expiry: commits until it (a hold is committable while its time
+    # runs), the cleanup from it on (it expires a hold only once its time is up, by the
+    # database's clock).
+    expires = datetime.now(UTC) + timedelta(seconds=3)
     for n in range(800):
         credits.reserve(conn, accounts[n % 4], f"op-{n}", 1000 + n, expires)
-    cutoff = {"scheduled_time": (expires + timedelta(minutes=1)).isoformat()}  # a run that sees them due
 
     def race(own: psycopg.Connection, i: int) -> Any:
-        if i % 2:  # half the sessions run the cleanup in small chunks ...
-            return run_scheduled_job(
-                "credit_reservation_cleanup",
-                cutoff,
-                FakeLambdaContext(),
-                functools.partial(release_expired_holds, chunk_size=40),
-                env=os.environ,
-            )["counts"]["released"]
-        committed = 0  # ... the other half commit holds (each session its own slice)
+        if i % 2:  # half the sessions run the cleanup in small chunks, over and over ...
+            released = 0
+            while datetime.now(UTC) < expires + timedelta(seconds=1):
+                released += run_on_runtime(
+                    "credit_reservation_cleanup",
+                    {},  # as of now
+                    FakeLambdaContext(),
+                    functools.partial(release_expired_holds, chunk_size=40),
+                )["counts"]["released"]
+            return released
+        committed = 0  # ... the other half commit holds (each session its own slice) around expiry
+        time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds() - 0.1))
         for n in range(i // 2, 800, 8):
             try:
                 credits.commit(own, accounts[n % 4], f"op-{n}", 500)
                 committed += 1
-            except credits.HoldNotActive:
+            except credits.HoldNotActiveError:
                 pass
         return committed
 

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from beatless import credits
-from beatless.db.testing import migrated_database
 from beatless.local.servers import PostgresServer
+from tests.support.database import migrated_database
 
 PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _names = itertools.count()
@@ -62,7 +62,7 @@ def test_holds_never_drive_the_available_balance_negative(
             credits.reserve(conn, account, f"op{i}", amount, later())
             available -= amount
         else:
-            with pytest.raises(credits.InsufficientCredits):
+            with pytest.raises(credits.InsufficientCreditsError):
                 credits.reserve(conn, account, f"op{i}", amount, later())
         state = credits.get_account(conn, account)
         assert state.available_micro == available >= 0
@@ -139,13 +139,13 @@ class CreditMachine(RuleBasedStateMachine):
             if same:
                 assert credits.reserve(self.conn, self.account, op, amount, later()).id
             else:
-                with pytest.raises(credits.IdempotencyConflict):
+                with pytest.raises(credits.IdempotencyConflictError):
                     credits.reserve(self.conn, self.account, op, amount, later())
         elif amount <= self.balance - self.held():
             credits.reserve(self.conn, self.account, op, amount, later())
             self.holds[op] = (amount, "held", 0)
         else:
-            with pytest.raises(credits.InsufficientCredits):
+            with pytest.raises(credits.InsufficientCreditsError):
                 credits.reserve(self.conn, self.account, op, amount, later())
 
     @rule(data=st.data())
@@ -182,14 +182,14 @@ class CreditMachine(RuleBasedStateMachine):
             if self.keys[full] == -amount:
                 assert not credits.consume(self.conn, self.account, amount, full).created
             else:
-                with pytest.raises(credits.IdempotencyConflict):
+                with pytest.raises(credits.IdempotencyConflictError):
                     credits.consume(self.conn, self.account, amount, full)
         elif amount <= self.balance - self.held():
             credits.consume(self.conn, self.account, amount, full)
             self.keys[full] = -amount
             self.balance -= amount
         else:
-            with pytest.raises(credits.InsufficientCredits):
+            with pytest.raises(credits.InsufficientCreditsError):
                 credits.consume(self.conn, self.account, amount, full)
 
     @rule(

@@ -17,8 +17,8 @@ import pytest
 import db_migrate
 from beatless.db import MigrationError, current_version, load_migrations, migrate
 from beatless.db.migrate import Migration
-from beatless.db.testing import FakeLambdaContext
-from beatless.errors import InvalidInput
+from beatless.errors import InvalidInputError
+from tests.support.lambda_context import FakeLambdaContext
 
 REPO = Path(__file__).resolve().parents[2]
 LATEST = load_migrations()[-1].version
@@ -188,7 +188,7 @@ def test_deploy_lambda_creates_then_updates_then_keeps_the_schema_on_delete(
 
 @pytest.mark.parametrize("event", [{"RequestType": "Replace"}, {}, ["Create"]])
 def test_deploy_lambda_rejects_an_unknown_request_type(event: object) -> None:
-    with pytest.raises(InvalidInput, match="RequestType"):
+    with pytest.raises(InvalidInputError, match="RequestType"):
         db_migrate.handler(event, FakeLambdaContext(function_name="db_migrate"))
 
 

@@ -13,8 +13,8 @@ import pytest
 from psycopg import errors
 
 from beatless import credits
-from beatless.db.testing import migrated_database
 from beatless.local.servers import PostgresServer
+from tests.support.database import migrated_database
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 FUTURE = datetime.now(UTC) + timedelta(days=30)

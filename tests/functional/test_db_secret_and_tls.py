@@ -23,9 +23,9 @@ import pytest
 import credit_reservation_cleanup
 from beatless import credits
 from beatless.db import Database, DatabaseSettings, SecretCredentials, migrate
-from beatless.db.testing import FakeLambdaContext
-from beatless.jobrun import reset_settings
+from beatless.jobs.resources import reset_resources
 from beatless.local.servers import PostgresServer
+from tests.support.lambda_context import FakeLambdaContext
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -157,13 +157,13 @@ def test_the_job_runs_with_the_secret_and_prints_no_password(
     monkeypatch.setenv("DATABASE_SECRET_ARN", secret)
     monkeypatch.setenv("DATABASE_SSLROOTCERT", str(ca))
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "credit_reservation_cleanup")
-    reset_settings()
+    reset_resources()
     try:
         summary = credit_reservation_cleanup.handler(
             {"scheduled_time": "2026-11-23T09:15:00Z"}, FakeLambdaContext()
         )
     finally:
-        reset_settings()
+        reset_resources()
     assert summary["counts"] == {"released": 1, "released_micro": 400}
     output = capsys.readouterr()
     assert "first-password" not in output.out + output.err + json.dumps(summary)

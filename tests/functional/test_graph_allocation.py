@@ -6,8 +6,6 @@ console and malformed events."""
 
 from __future__ import annotations
 
-import json
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,12 +15,11 @@ import pytest
 
 import graph_credit_allocation
 from beatless import credits
-from beatless.allocation import GRAPHS, allocate_month
-from beatless.db.testing import snapshot
-from beatless.errors import InvalidInput
-from beatless.jobrun import JobContext, month_of, run_scheduled_job
+from beatless.credits.allocation import allocate_month
+from beatless.credits.due import GRAPHS
 from beatless.jobs import GRAPH_ALLOCATION_DELAY_MINUTES, MONTHLY_ALLOCATION, job
-from tests.functional.allocation_support import (
+from beatless.jobs.runtime import JobContext
+from tests.support.allocation import (
     CREDIT,
     US,
     Background,
@@ -41,11 +38,13 @@ from tests.functional.allocation_support import (
     tick,
     wait_until,
 )
+from tests.support.database import snapshot
+from tests.support.jobs import run_on_runtime
 
 JOB = "graph_credit_allocation"
 EVENTS = Path(__file__).resolve().parents[2] / "events" / JOB
-T = datetime(2026, 12, 1, 3, 30, tzinfo=UTC)  # the scheduled time of events/.../scheduled_tick.json
-NEXT = datetime(2027, 1, 1, 3, 30, tzinfo=UTC)
+T = datetime(2025, 12, 1, 3, 30, tzinfo=UTC)  # the scheduled time of events/.../scheduled_tick.json
+NEXT = datetime(2026, 1, 1, 3, 30, tzinfo=UTC)
 STANDARD, LARGE = 8_000 * CREDIT, 32_000 * CREDIT
 STANDARD_CAP = 16_000 * CREDIT
 
@@ -60,7 +59,7 @@ def run_small_chunks(at: datetime, chunk_size: int, ctx: Any = None, **extra: An
     def work(job_ctx: JobContext) -> Any:
         return allocate_month(job_ctx, GRAPHS, chunk_size=chunk_size)
 
-    return run_scheduled_job(JOB, tick(at, **extra), ctx or context(), work, env=os.environ, period=month_of)
+    return run_on_runtime(JOB, tick(at, **extra), ctx or context(), work)
 
 
 def many_graphs(conn: psycopg.Connection, n: int, prefix: str = "g") -> list[int]:
@@ -93,9 +92,9 @@ def test_allocates_by_the_tier_at_the_scheduled_time_up_to_the_cap(
     changed_after = graph(conn, "up-after-t", balance=0)
     credits.set_graph_tier(conn, "up-after-t", "large", T + US)
     mid_month = graph(conn, "up-mid-month", balance=0)
-    credits.set_graph_tier(conn, "up-mid-month", "xlarge", datetime(2026, 12, 15, tzinfo=UTC))
+    credits.set_graph_tier(conn, "up-mid-month", "xlarge", datetime(2025, 12, 15, tzinfo=UTC))
     downgraded = graph(conn, "down-in-november", "xlarge", balance=0)
-    credits.set_graph_tier(conn, "down-in-november", "standard", datetime(2026, 11, 20, tzinfo=UTC))
+    credits.set_graph_tier(conn, "down-in-november", "standard", datetime(2025, 11, 20, tzinfo=UTC))
     # Graphs around the allocation time.
     graph(conn, "created-after-t", since=T + timedelta(minutes=1), balance=0)
     graph(conn, "created-at-t", since=T, balance=0)
@@ -111,7 +110,7 @@ def test_allocates_by_the_tier_at_the_scheduled_time_up_to_the_cap(
     summary = run(tick(T))
 
     got = allocations(conn)
-    month = "2026-12"
+    month = "2025-12"
     expected = {
         plain: ("standard", STANDARD, STANDARD),
         large: ("large", LARGE, LARGE),
@@ -136,14 +135,14 @@ def test_allocates_by_the_tier_at_the_scheduled_time_up_to_the_cap(
         "accounts_opened": 1,
     }
     assert summary["remaining"] == 0 and summary["complete"] is True
-    assert summary["period"]["label"] == month and summary["allocation_time"] == "2026-12-01T03:30:00Z"
+    assert summary["period"]["label"] == month and summary["allocation_time"] == "2025-12-01T03:30:00Z"
     # Balances moved by exactly the grants, through one ledger entry each (0 included).
     assert balance(conn, near_cap) == STANDARD_CAP
     assert balance(conn, above_cap) == 20_000 * CREDIT
     assert balance(conn, negative) == STANDARD - 500 * CREDIT
     entries = allocation_entries(conn)
     assert len(entries) == 13
-    assert (above_cap, 0, f"allocation:graph:{above_cap}:2026-12") in entries
+    assert (above_cap, 0, f"allocation:graph:{above_cap}:2025-12") in entries
     assert credits.mismatches(conn) == []
 
     (document,) = emf_documents(capsys.readouterr().out)
@@ -160,14 +159,14 @@ def test_the_first_run_ever_allocates_only_its_own_month(conn: psycopg.Connectio
     account = graph(conn, "old", since=datetime(2025, 6, 1, tzinfo=UTC), balance=0)
     summary = run(tick(T))
     assert summary["counts"]["allocations"] == 1
-    assert set(allocations(conn)) == {(account, "2026-12")}  # no back-fill of earlier months
+    assert set(allocations(conn)) == {(account, "2025-12")}  # no back-fill of earlier months
 
 
 def test_replays_have_one_effect_and_the_next_month_its_own(conn: psycopg.Connection) -> None:
     plain = graph(conn, "plain", balance=0)
     near_cap = graph(conn, "near-cap", balance=12_000)
     mid_month = graph(conn, "up-mid-month", balance=0)
-    credits.set_graph_tier(conn, "up-mid-month", "large", datetime(2026, 12, 15, tzinfo=UTC))
+    credits.set_graph_tier(conn, "up-mid-month", "large", datetime(2025, 12, 15, tzinfo=UTC))
 
     first = run(tick(T, execution_id="a", attempt_number="1"))
     after_first = snapshot(conn)
@@ -185,10 +184,10 @@ def test_replays_have_one_effect_and_the_next_month_its_own(conn: psycopg.Connec
     january = run(tick(NEXT))
     assert january["counts"]["allocations"] == 3
     got = allocations(conn)
-    assert got[(plain, "2027-01")] == ("standard", STANDARD, STANDARD)
-    assert got[(near_cap, "2027-01")] == ("standard", STANDARD, 3_000 * CREDIT)  # 13,000 -> 16,000
-    assert got[(mid_month, "2026-12")][0] == "standard"  # the December tier at 1 Dec 03:30
-    assert got[(mid_month, "2027-01")] == ("large", LARGE, LARGE)  # the upgrade counts from January
+    assert got[(plain, "2026-01")] == ("standard", STANDARD, STANDARD)
+    assert got[(near_cap, "2026-01")] == ("standard", STANDARD, 3_000 * CREDIT)  # 13,000 -> 16,000
+    assert got[(mid_month, "2025-12")][0] == "standard"  # the December tier at 1 Dec 03:30
+    assert got[(mid_month, "2026-01")] == ("large", LARGE, LARGE)  # the upgrade counts from January
     assert len(allocation_entries(conn)) == 6
     assert credits.mismatches(conn) == []
 
@@ -203,7 +202,7 @@ def test_sixteen_concurrent_runs_allocate_each_account_once(conn: psycopg.Connec
     assert sum(r["counts"]["accounts_opened"] for r in results) == 1
     assert all(r["remaining"] == 0 for r in results)
     got = allocations(conn)
-    assert len(got) == 61 and {month for _, month in got} == {"2026-12"}
+    assert len(got) == 61 and {month for _, month in got} == {"2025-12"}
     entries = allocation_entries(conn)
     assert len(entries) == len({key for _, _, key in entries}) == 61
     assert sum(r["counts"]["granted_micro"] for r in results) == sum(amount for _, amount, _ in entries)
@@ -223,11 +222,11 @@ def test_an_account_a_user_holds_locked_is_waited_for_not_skipped(dsn: str, conn
         job_run = Background(lambda: run_small_chunks(T, chunk_size=2))
         # Pass 1 skipped it; pass 2 waits for it instead of finishing without it.
         wait_until(lambda: blocked_on_lock(conn, f"beatless:{JOB}") is not None, what="the run to wait")
-        assert (busy, "2026-12") not in allocations(conn)
+        assert (busy, "2025-12") not in allocations(conn)
         user.commit()
     summary = job_run.result()
     assert summary["counts"]["allocations"] == 9 and summary["remaining"] == 0
-    assert (busy, "2026-12") in allocations(conn)
+    assert (busy, "2025-12") in allocations(conn)
     assert credits.mismatches(conn) == []
 
 
@@ -291,50 +290,10 @@ def test_a_dry_run_reports_and_changes_nothing(
     assert emf_documents(capsys.readouterr().out) == []
 
 
-def test_every_console_event_is_accepted(conn: psycopg.Connection) -> None:
-    graph(conn, "plain", balance=0)
-    names = {p.name for p in EVENTS.glob("*.json")}
-    assert {"scheduled_tick.json", "minimal.json", "dry_run.json"} <= names
-    for path in sorted(EVENTS.glob("*.json")):
-        event = json.loads(path.read_text())
-        summary = run(event)
-        assert summary["dry_run"] is event.get("dry_run", False), path.name
-        if "scheduled_time" in event:
-            assert summary["scheduled_time"] == event["scheduled_time"]
-    tick_event = json.loads((EVENTS / "scheduled_tick.json").read_text())
-    assert tick_event["scheduled_time"] == "2026-12-01T03:30:00Z"
-    assert {"execution_id", "attempt_number"} <= set(tick_event)
-
-
-MALFORMED: list[tuple[Any, str]] = [
-    ({"scheduled_time": "2026-12-01T03:30:00"}, "scheduled_time"),  # no time zone
-    ({"scheduled_time": "first of the month"}, "scheduled_time"),
-    ({"scheduled_time": 1796095800}, "scheduled_time"),
-    ({"dry_run": "true"}, "dry_run"),
-    ({"attempt_number": "0"}, "attempt_number"),
-    ({"execution_id": ["x"]}, "execution_id"),
-    ({"month": "2026-12"}, "month"),
-    ({"scheduled_time": "2026-12-01T03:30:00Z", "tier": "large"}, "tier"),
-    ("2026-12-01T03:30:00Z", "event"),
-    ([{"scheduled_time": "2026-12-01T03:30:00Z"}], "event"),
-]
-
-
-def test_malformed_events_are_rejected_naming_the_field_and_change_nothing(conn: psycopg.Connection) -> None:
-    graph(conn, "plain", balance=0)
-    graph(conn, "no-account-yet", account=False)
-    before = snapshot(conn)
-    for event, field in MALFORMED:
-        with pytest.raises(InvalidInput) as info:
-            run(event)
-        assert info.value.field == field and field in str(info.value), event
-    assert snapshot(conn) == before
-
-
 def test_balance_changes_between_months_are_respected_by_the_cap(conn: psycopg.Connection) -> None:
     account = graph(conn, "spender", balance=0)
     run(tick(T))
     set_balance(conn, account, 15_500, "topped-up")
     run(tick(NEXT))
-    assert allocations(conn)[(account, "2027-01")] == ("standard", STANDARD, 500 * CREDIT)
+    assert allocations(conn)[(account, "2026-01")] == ("standard", STANDARD, 500 * CREDIT)
     assert balance(conn, account) == STANDARD_CAP

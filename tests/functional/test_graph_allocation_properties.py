@@ -14,14 +14,14 @@ from hypothesis import strategies as st
 
 import graph_credit_allocation
 from beatless import credits
-from tests.functional.allocation_support import CREDIT, allocations, balance, context, graph, tick
+from tests.support.allocation import CREDIT, allocations, balance, context, graph, tick
 
 TIERS = {  # tier: (monthly allocation, cap) in credits, as migration 0001 defines them
     "standard": (8_000, 16_000),
     "large": (32_000, 64_000),
     "xlarge": (100_000, 200_000),
 }
-MONTHS = [datetime(2027, m, 1, 3, 30, tzinfo=UTC) for m in (1, 2, 3, 4)]
+MONTHS = [datetime(2026, m, 1, 3, 30, tzinfo=UTC) for m in (1, 2, 3, 4)]
 _names = itertools.count()
 
 steps = st.lists(

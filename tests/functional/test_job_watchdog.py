@@ -1,13 +1,12 @@
 """The job_watchdog Lambda against moto's Scheduler and CloudWatch: what it
-publishes (JobOverdue per watched job, its own JobSucceeded) is the outcome."""
+publishes (JobOverdue per watched job to CloudWatch; its own JobSucceeded, like
+every job's, as an EMF line from the job runtime) is the outcome."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import boto3
 import pytest
@@ -16,23 +15,14 @@ from botocore.exceptions import ClientError
 import job_watchdog
 from beatless import metrics
 from beatless.aws import client
-from beatless.errors import InvalidInput
+from beatless.errors import InvalidInputError
 from beatless.jobs import DAY
 from beatless.watchdog import WatchedJob, run_watchdog
+from tests.support.jobs import emf_documents
+from tests.support.lambda_context import FakeLambdaContext
 
-EVENTS = Path(__file__).resolve().parents[2] / "events" / "job_watchdog"
 MONTHLY = WatchedJob("monthly_job", "cron(0 4 2 * ? *)", "UTC", 31 * DAY, "beatless-monthly")
 WEEKLY = WatchedJob("weekly_job", "cron(0 6 ? * MON *)", "UTC", 7 * DAY, "beatless-weekly")
-
-
-class Context:
-    function_name = "job_watchdog"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:job_watchdog"
-    aws_request_id = "test"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
 
 
 @pytest.fixture
@@ -89,21 +79,6 @@ def succeed(job: WatchedJob, at: datetime) -> None:
     )
 
 
-@pytest.mark.parametrize("path", sorted(EVENTS.glob("*.json")), ids=lambda p: p.stem)
-def test_every_console_test_event_runs(path: Path, schedules: list[WatchedJob]) -> None:
-    event = json.loads(path.read_text())
-    result = job_watchdog.handler(event, Context())
-    # Just deployed: nothing is due yet, whatever the event says.
-    assert result["checked"] == 2 and result["overdue"] == []
-    assert all(v["expected_since"] is None for v in result["verdicts"].values())
-    if event.get("dry_run"):
-        assert result["published"] is False
-        assert published(metrics.JOB_OVERDUE) == published(metrics.JOB_SUCCEEDED) == []
-    else:
-        assert published(metrics.JOB_OVERDUE) == [("monthly_job", 0.0), ("weekly_job", 0.0)]
-        assert published(metrics.JOB_SUCCEEDED) == [("job_watchdog", 1.0)]
-
-
 def test_a_missed_fire_is_published_as_overdue_and_a_success_after_it_is_not(
     schedules: list[WatchedJob],
 ) -> None:
@@ -118,18 +93,13 @@ def test_a_missed_fire_is_published_as_overdue_and_a_success_after_it_is_not(
         schedules,
         cloudwatch=client("cloudwatch"),
         scheduler=client("scheduler"),
-        own_name="job_watchdog",
         now=lambda: later,
     )
     verdicts = {v.job: v for v in run.verdicts}
     assert not verdicts["monthly_job"].overdue
     assert verdicts["weekly_job"].overdue
     assert published(metrics.JOB_OVERDUE) == [("monthly_job", 0.0), ("weekly_job", 1.0)]
-    assert published(metrics.JOB_SUCCEEDED) == [
-        ("job_watchdog", 1.0),
-        ("monthly_job", 1.0),
-        ("weekly_job", 1.0),
-    ]
+    assert published(metrics.JOB_SUCCEEDED) == [("monthly_job", 1.0), ("weekly_job", 1.0)]  # ours only
 
 
 def test_a_disabled_schedule_is_not_overdue(schedules: list[WatchedJob]) -> None:
@@ -146,44 +116,58 @@ def test_a_disabled_schedule_is_not_overdue(schedules: list[WatchedJob]) -> None
         schedules,
         cloudwatch=client("cloudwatch"),
         scheduler=client("scheduler"),
-        own_name="job_watchdog",
         now=lambda: datetime.now(UTC) + timedelta(days=40),
     )
     assert {v.job: v.overdue for v in run.verdicts} == {"monthly_job": True, "weekly_job": False}
 
 
+def test_a_run_publishes_a_verdict_per_job_and_prints_its_own_success(
+    schedules: list[WatchedJob], capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = job_watchdog.handler({}, FakeLambdaContext(remaining_ms=60_000))
+    # Just deployed: nothing is due yet.
+    assert result["checked"] == 2 and result["overdue"] == [] and result["published"] is True
+    assert published(metrics.JOB_OVERDUE) == [("monthly_job", 0.0), ("weekly_job", 0.0)]
+    assert published(metrics.JOB_SUCCEEDED) == []  # not to CloudWatch directly: ...
+    (document,) = emf_documents(capsys.readouterr().out)  # ... the runtime's EMF line
+    assert document["Job"] == "job_watchdog" and document["JobSucceeded"] == [1.0]
+    assert "Remaining" not in document  # a watchdog has no backlog
+
+
+def test_a_dry_run_judges_and_publishes_nothing(
+    schedules: list[WatchedJob], capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = job_watchdog.handler({"dry_run": True}, FakeLambdaContext(remaining_ms=60_000))
+    assert result["checked"] == 2 and result["published"] is False
+    assert published(metrics.JOB_OVERDUE) == published(metrics.JOB_SUCCEEDED) == []
+    assert emf_documents(capsys.readouterr().out) == []
+
+
 def test_a_missing_schedule_raises_and_publishes_nothing(
-    schedules: list[WatchedJob], monkeypatch: pytest.MonkeyPatch
+    schedules: list[WatchedJob], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ghost = WatchedJob("ghost_job", "cron(0 4 2 * ? *)", "UTC", 31 * DAY, "no-such-schedule")
     monkeypatch.setenv("WATCHED_JOBS", json.dumps([MONTHLY.as_dict(), ghost.as_dict()]))
     with pytest.raises(ClientError, match="ResourceNotFound"):
-        job_watchdog.handler({}, Context())
+        job_watchdog.handler({}, FakeLambdaContext(remaining_ms=60_000))
     # The alarms then see no verdict at all, which they treat as breaching.
     assert published(metrics.JOB_OVERDUE) == published(metrics.JOB_SUCCEEDED) == []
+    assert emf_documents(capsys.readouterr().out) == []
 
 
 @pytest.mark.parametrize(
-    ("event", "env", "field"),
+    ("env", "field"),
     [
-        ({"dry_run": "yes"}, None, "dry_run"),
-        ({"at": "2026-01-01T00:00:00Z"}, None, "at"),
-        ({"scheduled_time": "yesterday"}, None, "scheduled_time"),
-        ({}, "not json", "WATCHED_JOBS"),
-        ({}, json.dumps([{**MONTHLY.as_dict(), "period_seconds": 0}]), "WATCHED_JOBS[0].period_seconds"),
-        ({}, json.dumps([{**MONTHLY.as_dict(), "schedule": "cron(0 4 L W * ? *)"}]), "monthly_job"),
+        ("not json", "WATCHED_JOBS"),
+        (json.dumps([{**MONTHLY.as_dict(), "period_seconds": 0}]), "WATCHED_JOBS[0].period_seconds"),
+        (json.dumps([{**MONTHLY.as_dict(), "schedule": "cron(0 4 L W * ? *)"}]), "monthly_job"),
     ],
 )
-def test_malformed_input_names_the_field_and_publishes_nothing(
-    event: dict[str, Any],
-    env: str | None,
-    field: str,
-    schedules: list[WatchedJob],
-    monkeypatch: pytest.MonkeyPatch,
+def test_a_malformed_watch_list_names_the_field_and_publishes_nothing(
+    env: str, field: str, schedules: list[WatchedJob], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if env is not None:
-        monkeypatch.setenv("WATCHED_JOBS", env)
-    with pytest.raises(InvalidInput) as raised:
-        job_watchdog.handler(event, Context())
+    monkeypatch.setenv("WATCHED_JOBS", env)
+    with pytest.raises(InvalidInputError) as raised:
+        job_watchdog.handler({}, FakeLambdaContext(remaining_ms=60_000))
     assert raised.value.field == field
     assert published(metrics.JOB_OVERDUE) == published(metrics.JOB_SUCCEEDED) == []

@@ -1,4 +1,4 @@
-"""Task protection core (`beatless.protection`) against a real HTTP stand-in
+"""Task protection core (`beatless.workers.protection`) against a real HTTP stand-in
 for the ECS agent, with an injected clock: transitions, renewals,
 debounce, failures and retries, decided exactly.
 
@@ -17,7 +17,7 @@ import pytest
 
 from beatless import metrics
 from beatless.local.servers import free_port
-from beatless.protection import (
+from beatless.workers.protection import (
     AgentClient,
     EmfWriter,
     ProtectionController,

@@ -19,16 +19,16 @@ import depth_app
 import pytest
 import redis
 
-from beatless.broker import TransportOptions
 from beatless.local.servers import RedisServer, free_port
 from beatless.queues import (
-    BrokerAuthenticationFailed,
-    BrokerUnreadable,
+    BrokerAuthenticationError,
+    BrokerUnreadableError,
     DepthReader,
     DepthReading,
     QueueDepth,
     connect,
 )
+from beatless.queues.transport import TransportOptions
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_STEPS = TransportOptions(priority_steps=(0, 3, 6, 9))  # kombu's own default
@@ -193,23 +193,23 @@ def test_routing_keys_are_read_whatever_their_encoding(redis_url: str) -> None:
 
 def test_stopped_redis_raises_instead_of_reading_zero() -> None:
     reader = DepthReader(connect(f"redis://127.0.0.1:{free_port()}/0"), ["graph"], TransportOptions())
-    with pytest.raises(BrokerUnreadable, match="ConnectionError"):
+    with pytest.raises(BrokerUnreadableError, match="ConnectionError"):
         reader.read()
 
 
 def test_a_key_of_the_wrong_type_raises(redis_url: str) -> None:
     redis.Redis.from_url(redis_url).set("graph\x06\x163", "not a list")
     reader = DepthReader(connect(redis_url), ["graph"], TransportOptions())
-    with pytest.raises(BrokerUnreadable, match="WRONGTYPE"):
+    with pytest.raises(BrokerUnreadableError, match="WRONGTYPE"):
         reader.read()
 
 
 def test_refused_password_is_an_authentication_failure() -> None:
     with RedisServer(password="s3cret-pw") as server:
         reader = DepthReader(connect(f"redis://127.0.0.1:{server.port}/0"), ["graph"], TransportOptions())
-        with pytest.raises(BrokerAuthenticationFailed) as info:
+        with pytest.raises(BrokerAuthenticationError) as info:
             reader.read()
-        assert isinstance(info.value, BrokerUnreadable)
+        assert isinstance(info.value, BrokerUnreadableError)
         assert "s3cret-pw" not in str(info.value)
 
 

@@ -24,11 +24,11 @@ import depth_app
 import pytest
 import redis
 
-from beatless.broker import TransportOptions
-from beatless.errors import InvalidInput
+from beatless.errors import InvalidInputError
 from beatless.local.servers import RedisServer
 from beatless.queues import DepthReader, DepthReading, QueueDepth, connect
 from beatless.queues.depth import MONITOR_ACL_RULES
+from beatless.queues.transport import TransportOptions
 
 HERE = Path(__file__).resolve().parent
 LAYOUT = TransportOptions(priority_steps=(0, 5))
@@ -269,7 +269,7 @@ def test_prefix_and_custom_unacked_key_each_have_their_own_cache(redis_url: str)
     "queue", ["unacked", "unacked:beatless-routes"], ids=["the unacked hash", "the route cache"]
 )
 def test_a_queue_whose_list_is_not_a_list_is_refused(redis_url: str, queue: str) -> None:
-    with pytest.raises(InvalidInput) as info:
+    with pytest.raises(InvalidInputError) as info:
         DepthReader(connect(redis_url), ["graph", queue], LAYOUT)
     assert info.value.field == "QUEUES"
 

@@ -17,9 +17,9 @@ import pytest
 
 import credit_reservation_cleanup
 from beatless import credits
-from beatless.cleanup import release_expired_holds
-from beatless.db.testing import FakeLambdaContext
-from beatless.jobrun import run_scheduled_job
+from beatless.credits.holds_cleanup import release_expired_holds
+from tests.support.jobs import run_on_runtime
+from tests.support.lambda_context import FakeLambdaContext
 
 JOB = "credit_reservation_cleanup"
 T = datetime(2026, 11, 23, 9, 15, tzinfo=UTC)
@@ -71,14 +71,12 @@ def tick(at: datetime = T) -> dict[str, str]:
 def run_core(chunk_size: int, context: Any = None, **kwargs: Any) -> dict[str, Any]:
     """The job through the runtime with small chunks (the handler's own chunk size
     would finish these data sets in one chunk)."""
-    import os
 
-    return run_scheduled_job(
+    return run_on_runtime(
         JOB,
         kwargs.pop("event", tick()),
         context or FakeLambdaContext(),
         functools.partial(release_expired_holds, chunk_size=chunk_size),
-        env=os.environ,
         **kwargs,
     )
 

@@ -4,8 +4,6 @@ a run out of time, dry runs, console and malformed events."""
 
 from __future__ import annotations
 
-import json
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,12 +13,11 @@ import pytest
 
 import shared_credit_allocation
 from beatless import credits
-from beatless.allocation import SHARED, allocate_month
-from beatless.db.testing import snapshot
-from beatless.errors import InvalidInput
-from beatless.jobrun import JobContext, month_of, run_scheduled_job
+from beatless.credits.allocation import allocate_month
+from beatless.credits.due import SHARED
 from beatless.jobs import MONTHLY_ALLOCATION, job
-from tests.functional.allocation_support import (
+from beatless.jobs.runtime import JobContext
+from tests.support.allocation import (
     CREDIT,
     US,
     Background,
@@ -36,11 +33,13 @@ from tests.functional.allocation_support import (
     tick,
     wait_until,
 )
+from tests.support.database import snapshot
+from tests.support.jobs import run_on_runtime
 
 JOB = "shared_credit_allocation"
 EVENTS = Path(__file__).resolve().parents[2] / "events" / JOB
-T = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)  # the scheduled time of events/.../scheduled_tick.json
-NEXT = datetime(2027, 1, 1, 3, 0, tzinfo=UTC)
+T = datetime(2025, 12, 1, 3, 0, tzinfo=UTC)  # the scheduled time of events/.../scheduled_tick.json
+NEXT = datetime(2026, 1, 1, 3, 0, tzinfo=UTC)
 STARTER, ADVANCED = 5_000 * CREDIT, 25_000 * CREDIT
 
 
@@ -52,7 +51,7 @@ def run_small_chunks(at: datetime, chunk_size: int, ctx: Any = None, **extra: An
     def work(job_ctx: JobContext) -> Any:
         return allocate_month(job_ctx, SHARED, chunk_size=chunk_size)
 
-    return run_scheduled_job(JOB, tick(at, **extra), ctx or context(), work, env=os.environ, period=month_of)
+    return run_on_runtime(JOB, tick(at, **extra), ctx or context(), work)
 
 
 def test_the_schedule_comes_from_the_registry_time() -> None:
@@ -70,7 +69,7 @@ def test_allocates_to_the_subscriptions_active_at_the_scheduled_time(
     subscription(conn, "starts-after-t", started=T + US, balance=0)  # a microsecond late
     subscription(conn, "ended-at-t", ended=T, balance=0)  # ended exactly at T: not active
     ends_after_t = subscription(conn, "ends-after-t", ended=T + US, balance=0)
-    subscription(conn, "ended-in-november", ended=datetime(2026, 11, 10, tzinfo=UTC), balance=0)
+    subscription(conn, "ended-in-november", ended=datetime(2025, 11, 10, tzinfo=UTC), balance=0)
     near_cap = subscription(conn, "near-cap", balance=8_000)  # starter cap 10,000
     above_cap = subscription(conn, "above-cap", balance=12_000)
     subscription(conn, "no-account-yet", account=False)
@@ -88,7 +87,7 @@ def test_allocates_to_the_subscriptions_active_at_the_scheduled_time(
         above_cap: ("starter", STARTER, 0),
         new_account: ("starter", STARTER, STARTER),
     }
-    assert allocations(conn) == {(account, "2026-12"): value for account, value in expected.items()}
+    assert allocations(conn) == {(account, "2025-12"): value for account, value in expected.items()}
     granted = sum(value[2] for value in expected.values())
     assert summary["counts"] == {
         "allocations": 7,
@@ -98,7 +97,7 @@ def test_allocates_to_the_subscriptions_active_at_the_scheduled_time(
     }
     assert summary["remaining"] == 0 and summary["complete"] and summary["kind"] == "subscription"
     assert balance(conn, advanced) == 26_000 * CREDIT and balance(conn, near_cap) == 10_000 * CREDIT
-    assert (above_cap, 0, f"allocation:subscription:{above_cap}:2026-12") in allocation_entries(conn)
+    assert (above_cap, 0, f"allocation:subscription:{above_cap}:2025-12") in allocation_entries(conn)
     assert credits.mismatches(conn) == []
     (document,) = emf_documents(capsys.readouterr().out)
     assert document["Job"] == JOB and document["Allocations"] == [7] and document["JobSucceeded"] == [1]
@@ -119,7 +118,7 @@ def test_replays_have_one_effect_and_the_next_month_its_own(conn: psycopg.Connec
     )
     january = run(tick(NEXT))
     assert january["counts"]["allocations"] == 1
-    assert set(allocations(conn)) == {(first_sub, "2026-12"), (second_sub, "2026-12"), (first_sub, "2027-01")}
+    assert set(allocations(conn)) == {(first_sub, "2025-12"), (second_sub, "2025-12"), (first_sub, "2026-01")}
     assert balance(conn, first_sub) == 10_000 * CREDIT
     assert credits.mismatches(conn) == []
 
@@ -193,39 +192,3 @@ def test_a_dry_run_reports_and_changes_nothing(
     assert summary["counts"] == {} and summary["remaining"] == 3
     assert snapshot(conn) == before
     assert emf_documents(capsys.readouterr().out) == []
-
-
-def test_every_console_event_is_accepted(conn: psycopg.Connection) -> None:
-    subscription(conn, "a", balance=0)
-    assert {"scheduled_tick.json", "minimal.json", "dry_run.json"} <= {p.name for p in EVENTS.glob("*.json")}
-    for path in sorted(EVENTS.glob("*.json")):
-        event = json.loads(path.read_text())
-        summary = run(event)
-        assert summary["dry_run"] is event.get("dry_run", False), path.name
-        if "scheduled_time" in event:
-            assert summary["scheduled_time"] == event["scheduled_time"]
-    tick_event = json.loads((EVENTS / "scheduled_tick.json").read_text())
-    assert tick_event["scheduled_time"] == "2026-12-01T03:00:00Z"
-    assert {"execution_id", "attempt_number"} <= set(tick_event)
-
-
-MALFORMED: list[tuple[Any, str]] = [
-    ({"scheduled_time": "2026-12-01 03:00"}, "scheduled_time"),
-    ({"scheduled_time": None, "dry_run": None}, "dry_run"),
-    ({"dry_run": 0}, "dry_run"),
-    ({"attempt_number": "two"}, "attempt_number"),
-    ({"execution_id": 12}, "execution_id"),
-    ({"plan": "advanced"}, "plan"),
-    (17, "event"),
-]
-
-
-def test_malformed_events_are_rejected_naming_the_field_and_change_nothing(conn: psycopg.Connection) -> None:
-    subscription(conn, "a", balance=0)
-    subscription(conn, "c", account=False)
-    before = snapshot(conn)
-    for event, field in MALFORMED:
-        with pytest.raises(InvalidInput) as info:
-            run(event)
-        assert info.value.field == field and field in str(info.value), event
-    assert snapshot(conn) == before

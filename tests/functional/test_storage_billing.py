@@ -8,8 +8,6 @@ of time, graphs without a tier, console and malformed events."""
 from __future__ import annotations
 
 import functools
-import json
-import os
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
@@ -22,19 +20,19 @@ import pytest
 
 import storage_billing
 from beatless import credits
-from beatless.db.testing import FakeLambdaContext, snapshot
-from beatless.errors import InvalidInput
-from beatless.jobrun import previous_day, run_scheduled_job
-from beatless.storage import UntieredGraphs, bill_storage
-from tests.functional.job_support import (
+from beatless.storage import UntieredGraphsError, bill_storage
+from tests.support.database import snapshot
+from tests.support.jobs import (
     balance,
     context,
     emf_documents,
     graph,
     kill_when_blocked,
     run_concurrently,
+    run_on_runtime,
     tick,
 )
+from tests.support.lambda_context import FakeLambdaContext
 
 JOB = "storage_billing"
 EVENTS = Path(__file__).resolve().parents[2] / "events" / JOB
@@ -52,9 +50,7 @@ def run(event: Any, ctx: FakeLambdaContext | None = None) -> dict[str, Any]:
 
 def run_core(chunk_size: int, ctx: Any = None, event: Any = None) -> dict[str, Any]:
     work = functools.partial(bill_storage, chunk_size=chunk_size)
-    return run_scheduled_job(
-        JOB, event or tick(T), ctx or context(), work, env=os.environ, period=previous_day
-    )
+    return run_on_runtime(JOB, event or tick(T), ctx or context(), work)
 
 
 def usage(
@@ -200,10 +196,10 @@ def test_a_tier_change_in_mid_month_bills_each_day_at_the_tier_of_its_end(conn: 
 @pytest.mark.parametrize(
     ("scheduled", "billed"),
     [
-        ("2027-03-01T02:00:00Z", date(2027, 2, 28)),  # the last day of a 28-day February
-        ("2028-03-01T02:00:00Z", date(2028, 2, 29)),  # leap year
+        ("2026-03-01T02:00:00Z", date(2026, 2, 28)),  # the last day of a 28-day February
+        ("2024-03-01T02:00:00Z", date(2024, 2, 29)),  # leap year
         ("2026-08-01T02:00:00Z", date(2026, 7, 31)),  # a 31-day month
-        ("2027-01-01T02:00:00Z", date(2026, 12, 31)),  # the year's last day
+        ("2026-01-01T02:00:00Z", date(2025, 12, 31)),  # the year's last day
         ("2026-05-01T02:00:00Z", date(2026, 4, 30)),  # a 30-day month
     ],
 )
@@ -252,7 +248,7 @@ def test_a_graph_without_a_tier_that_day_fails_the_run_after_the_others_are_bill
     graph(conn, "early", since=DAY + timedelta(days=1))  # its first tier starts after the day
     usage(conn, "early", DAY, 101 * GIB, hours=[22, 23])
     capsys.readouterr()
-    with pytest.raises(UntieredGraphs) as info:
+    with pytest.raises(UntieredGraphsError) as info:
         run(tick(T))
     assert info.value.graph_ids == ["early"] and "early" in str(info.value)
     assert list(charges(conn)) == [("billed", date(2026, 3, 10))]
@@ -382,39 +378,3 @@ def test_a_run_out_of_time_stops_cleanly_and_the_next_run_finishes(
     assert second["counts"]["charged"] + second["counts"]["zero_charges"] == 30
     assert second["remaining"] == 0 and len(charges(conn)) == 90
     assert credits.mismatches(conn) == []
-
-
-def test_every_console_event_is_accepted(conn: psycopg.Connection) -> None:
-    names = {p.name for p in EVENTS.glob("*.json")}
-    assert {"scheduled_tick.json", "minimal.json", "dry_run.json"} <= names
-    for path in sorted(EVENTS.glob("*.json")):
-        event = json.loads(path.read_text())
-        summary = run(event)
-        assert summary["dry_run"] is event.get("dry_run", False), path.name
-        if "scheduled_time" in event:
-            assert summary["scheduled_time"] == event["scheduled_time"]
-            assert summary["day"] == "2026-11-22"
-
-
-@pytest.mark.parametrize(
-    ("event", "field"),
-    [
-        ({"scheduled_time": "2026-03-11"}, "scheduled_time"),  # a date, no time zone
-        ({"scheduled_time": "2026-03-11T02:00:00+25:00"}, "scheduled_time"),
-        ({"day": "2026-03-10"}, "day"),
-        ({"dry_run": 0}, "dry_run"),
-        ({"attempt_number": 1.5}, "attempt_number"),
-        ({"execution_id": {"id": 1}}, "execution_id"),
-        ([{"scheduled_time": "2026-03-11T02:00:00Z"}], "event"),
-    ],
-)
-def test_malformed_events_are_rejected_naming_the_field_and_change_nothing(
-    conn: psycopg.Connection, event: Any, field: str
-) -> None:
-    graph(conn, "g", balance_micro=CREDIT)
-    usage(conn, "g", DAY, 200 * GIB)
-    before = snapshot(conn)
-    with pytest.raises(InvalidInput) as info:
-        run(event)
-    assert info.value.field == field and field in str(info.value)
-    assert snapshot(conn) == before

@@ -6,8 +6,6 @@ runs, a run out of time, a source that fails, console and malformed events."""
 from __future__ import annotations
 
 import functools
-import json
-import os
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,17 +16,18 @@ import pytest
 
 import storage_usage_collector
 from beatless.aws import client
-from beatless.db.testing import FakeLambdaContext, snapshot
-from beatless.errors import InvalidInput
-from beatless.jobrun import hour_of, run_scheduled_job
+from beatless.errors import InvalidInputError
 from beatless.storage import S3PrefixUsage, collect_storage_usage
-from tests.functional.job_support import (
+from tests.support.database import snapshot
+from tests.support.jobs import (
     context,
     emf_documents,
     graph,
     run_concurrently,
+    run_on_runtime,
     tick,
 )
+from tests.support.lambda_context import FakeLambdaContext
 
 JOB = "storage_usage_collector"
 EVENTS = Path(__file__).resolve().parents[2] / "events" / JOB
@@ -58,7 +57,7 @@ def run_core(s3: Any, chunk_size: int, ctx: Any = None, event: Any = None) -> di
     work = functools.partial(
         collect_storage_usage, sources=[S3PrefixUsage(s3, BUCKET)], chunk_size=chunk_size
     )
-    return run_scheduled_job(JOB, event or tick(T), ctx or context(), work, env=os.environ, period=hour_of)
+    return run_on_runtime(JOB, event or tick(T), ctx or context(), work)
 
 
 def snapshots(conn: psycopg.Connection) -> dict[tuple[str, datetime], tuple[int, int, int, int, int]]:
@@ -245,41 +244,7 @@ def test_the_environment_is_checked_naming_the_variable(
     ):
         with monkeypatch.context() as patched:
             patched.setenv(name, value)
-            with pytest.raises(InvalidInput) as info:
+            with pytest.raises(InvalidInputError) as info:
                 run(tick(T))
             assert info.value.field == name
     assert snapshots(conn) == {}
-
-
-def test_every_console_event_is_accepted(conn: psycopg.Connection, s3: Any) -> None:
-    graph(conn, "g")
-    names = {p.name for p in EVENTS.glob("*.json")}
-    assert {"scheduled_tick.json", "minimal.json", "dry_run.json"} <= names
-    for path in sorted(EVENTS.glob("*.json")):
-        event = json.loads(path.read_text())
-        summary = run(event)
-        assert summary["dry_run"] is event.get("dry_run", False), path.name
-        if "scheduled_time" in event:
-            assert summary["scheduled_time"] == event["scheduled_time"]
-
-
-@pytest.mark.parametrize(
-    ("event", "field"),
-    [
-        ({"scheduled_time": "2026-03-10T09:05"}, "scheduled_time"),
-        ({"scheduled_time": "09:05"}, "scheduled_time"),
-        ({"dry_run": "no"}, "dry_run"),
-        ({"attempt_number": 0}, "attempt_number"),
-        ({"hour": "2026-03-10T09:00:00Z"}, "hour"),
-        ("x", "event"),
-    ],
-)
-def test_malformed_events_are_rejected_naming_the_field_and_change_nothing(
-    conn: psycopg.Connection, s3: Any, event: Any, field: str
-) -> None:
-    graph(conn, "g")
-    before = snapshot(conn)
-    with pytest.raises(InvalidInput) as info:
-        run(event)
-    assert info.value.field == field and field in str(info.value)
-    assert snapshot(conn) == before

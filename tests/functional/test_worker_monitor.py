@@ -11,7 +11,6 @@ import io
 import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -23,13 +22,14 @@ from depth_lambda import LambdaContext, PutMetricDataCalls, metric_names, totals
 import worker_monitor
 from beatless import metrics
 from beatless.aws import client, session
-from beatless.broker import TransportOptions
-from beatless.errors import InvalidInput
+from beatless.errors import InvalidInputError
+from beatless.jobs.resources import reset_resources
 from beatless.local.servers import RedisServer, free_port
-from beatless.monitor import MetricsPublishFailed, MonitorFailed
-from beatless.monitor.settings import ENVIRONMENT
+from beatless.monitor import MetricsPublishError, MonitorFailedError
+from beatless.monitor.settings import ENVIRONMENT as MONITOR_ENVIRONMENT
+from beatless.queues.connection import BROKER_ENVIRONMENT
+from beatless.queues.transport import TransportOptions
 
-EVENTS = Path(__file__).resolve().parents[2] / "events" / "worker_monitor"
 LAYOUT = TransportOptions(priority_steps=(0, 3, 6, 9), sep=":", global_keyprefix="bl:")
 ONE = {"samples": 1}
 DEPTH_METRICS = {metrics.PENDING_TASKS, metrics.RESERVED_TASKS, metrics.BACKLOG_PER_TASK}
@@ -42,14 +42,14 @@ def set_env(monkeypatch: pytest.MonkeyPatch, aws_inprocess: None) -> Iterator[Se
     """Sets the monitor's environment (everything else of it unset), with AWS in moto."""
 
     def apply(**values: str) -> None:
-        for name in ENVIRONMENT:
+        for name in (*BROKER_ENVIRONMENT, *MONITOR_ENVIRONMENT):
             monkeypatch.delenv(name, raising=False)
         for name, value in values.items():
             monkeypatch.setenv(name, value)
 
-    worker_monitor.reset()
+    reset_resources()
     yield apply
-    worker_monitor.reset()
+    reset_resources()
 
 
 @pytest.fixture
@@ -94,7 +94,9 @@ def test_an_empty_reachable_redis_publishes_zero(redis_url: str, set_env: SetEnv
 
     summary = run()
 
-    assert summary == {
+    assert {
+        key: summary[key] for key in ("readings", "queues", "running_tasks", "desired_tasks", "errors")
+    } == {
         "readings": 1,
         "queues": {"graph": {"pending": 0, "reserved": 0}, "ingest": {"pending": 0, "reserved": 0}},
         "running_tasks": None,
@@ -143,7 +145,7 @@ def test_depth_of_celery_queues_in_one_high_resolution_call(redis_url: str, set_
 def test_unreachable_redis_publishes_no_depth_counts_an_error_and_raises(set_env: SetEnv) -> None:
     set_env(BROKER_URL=f"redis://127.0.0.1:{free_port()}/0", QUEUES="graph")
 
-    with pytest.raises(MonitorFailed, match="redis") as info:
+    with pytest.raises(MonitorFailedError, match="redis") as info:
         run()
 
     cloudwatch = client("cloudwatch")
@@ -164,7 +166,7 @@ def test_a_redis_that_stops_between_runs_is_not_read_as_empty(
     assert run()["queues"]["graph"]["pending"] == 3
     own_redis.stop()  # the warm Lambda's pooled connection now points at nothing
 
-    with pytest.raises(MonitorFailed):
+    with pytest.raises(MonitorFailedError):
         run()
 
     cloudwatch = client("cloudwatch")
@@ -207,7 +209,7 @@ def test_unreadable_ecs_still_publishes_depth_counts_an_error_and_raises(
     fill(redis_url, {"graph": [0, 0]}, TransportOptions())
     set_env(BROKER_URL=redis_url, QUEUES="graph", ECS_CLUSTER="beatless", ECS_SERVICE="no-such-service")
 
-    with pytest.raises(MonitorFailed, match="ecs"):
+    with pytest.raises(MonitorFailedError, match="ecs"):
         run()
 
     cloudwatch = client("cloudwatch")
@@ -285,19 +287,16 @@ def watched_redis(redis_url: str) -> Iterator[tuple[str, Callable[[], int]]]:
         ({"samples": 0}, "samples"),
         ({"samples": 61}, "samples"),
         ({"samples": "all"}, "samples"),
-        ({"sample": 1}, "sample"),
-        ({"dry_run": True}, "dry_run"),
-        ({"scheduled_time": "yesterday"}, "scheduled_time"),
-        (["samples"], "event"),
+        ({"samples": True}, "samples"),
     ],
 )
-def test_a_malformed_event_names_the_field_and_reads_and_publishes_nothing(
+def test_a_bad_samples_option_names_the_field_and_reads_and_publishes_nothing(
     watched_redis: tuple[str, Callable[[], int]], set_env: SetEnv, event: Any, field: str
 ) -> None:
     url, scripts_run = watched_redis
     set_env(BROKER_URL=url, QUEUES="graph")
 
-    with pytest.raises(InvalidInput) as info:
+    with pytest.raises(InvalidInputError) as info:
         worker_monitor.handler(event, LambdaContext())
 
     assert info.value.field == field
@@ -331,7 +330,7 @@ def test_a_malformed_environment_names_the_variable_and_reads_and_publishes_noth
     url, scripts_run = watched_redis
     set_env(**{"BROKER_URL": url, "QUEUES": "graph", **env})
 
-    with pytest.raises(InvalidInput) as info:
+    with pytest.raises(InvalidInputError) as info:
         run()
 
     assert info.value.field == field
@@ -350,19 +349,17 @@ def test_a_failed_put_metric_data_raises(
     monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDWATCH", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
 
-    with pytest.raises(MetricsPublishFailed):
+    with pytest.raises(MetricsPublishError):
         run()
 
 
-@pytest.mark.parametrize("path", sorted(EVENTS.glob("*.json")), ids=lambda p: p.name)
-def test_every_console_test_event_runs(path: Path, redis_url: str, set_env: SetEnv) -> None:
+@pytest.mark.parametrize("samples", [1, 3])
+def test_the_samples_option_sets_the_readings_of_a_run(samples: int, redis_url: str, set_env: SetEnv) -> None:
     fill(redis_url, {"graph": [0, 9]}, TransportOptions())
-    set_env(BROKER_URL=redis_url, QUEUES="graph", SAMPLES="1", SAMPLE_INTERVAL_SECONDS="1")
-    event = json.loads(path.read_text())
+    set_env(BROKER_URL=redis_url, QUEUES="graph", SAMPLES="6", SAMPLE_INTERVAL_SECONDS="1")
 
-    summary = worker_monitor.handler(event, LambdaContext())
+    summary = worker_monitor.handler({"samples": samples}, LambdaContext())
 
-    assert summary["readings"] == event.get("samples", 1)
+    assert summary["readings"] == samples == summary["samples"]
     assert summary["queues"] == {"graph": {"pending": 2, "reserved": 0}}
-    readings = summary["readings"]
-    assert totals(client("cloudwatch"), metrics.MONITOR_HEARTBEAT) == (readings, float(readings))
+    assert totals(client("cloudwatch"), metrics.MONITOR_HEARTBEAT) == (samples, float(samples))

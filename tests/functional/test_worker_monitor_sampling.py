@@ -17,10 +17,10 @@ from botocore.config import Config
 from depth_lambda import PutMetricDataCalls, totals
 
 from beatless import metrics
-from beatless.broker import TransportOptions
 from beatless.local.servers import RedisServer, free_port
-from beatless.monitor import Clock, MetricsPublishFailed, Monitor, MonitorFailed, Reading
+from beatless.monitor import Clock, MetricsPublishError, Monitor, MonitorFailedError, Reading
 from beatless.queues import Broker
+from beatless.queues.transport import TransportOptions
 
 
 class FakeTime:
@@ -115,7 +115,7 @@ def test_redis_lost_mid_run_stops_depth_counts_errors_and_fails_the_run(
         if reading.ok:
             own_redis.kill()
 
-    with pytest.raises(MonitorFailed, match="2 of 3 readings failed") as info:
+    with pytest.raises(MonitorFailedError, match="2 of 3 readings failed") as info:
         monitor(own_redis.url, cloudwatch, fake_time).run(3, 10, on_reading=after)
 
     assert info.value.summary.readings == 3
@@ -144,6 +144,6 @@ def test_an_unreachable_cloudwatch_raises_at_once(
         config=Config(retries={"max_attempts": 1}),
     )
 
-    with pytest.raises(MetricsPublishFailed):
+    with pytest.raises(MetricsPublishError):
         monitor(redis_url, unreachable, fake_time).run(3, 10)
     assert fake_time.sleeps == []  # no further reading was attempted

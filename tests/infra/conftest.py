@@ -39,6 +39,7 @@ def _scaffold_job(name: str, schedule: str, period: int, needs: set[Need]) -> Jo
     return Job(
         name=name,
         summary=f"Infra test scaffolding ({name}): exercises a construct path no registry job uses yet.",
+        core="tests.infra.conftest",  # never run: only the bundle reads the stub entry point
         schedule=Schedule(schedule),
         period_seconds=period,
         timeout_seconds=60,

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from beatless.errors import InvalidInput
+from beatless.errors import InvalidInputError
 from beatless.jobs import JOBS, MonthlyTime, build_jobs
 from infra.config import PLACEHOLDER_ACCOUNT, PLACEHOLDER_REGION, Config, committed_context
 
@@ -46,7 +46,7 @@ VPC = "vpc-0abc1234def567890"
     ],
 )
 def test_bad_context_is_rejected_naming_the_key(context: dict[str, object], field: str) -> None:
-    with pytest.raises(InvalidInput) as raised:
+    with pytest.raises(InvalidInputError) as raised:
         Config.from_mapping(context)
     assert raised.value.field == field
 

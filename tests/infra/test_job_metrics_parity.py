@@ -18,7 +18,9 @@ import pytest
 import worker_monitor
 from beatless import metrics
 from beatless.jobs import Need
+from beatless.jobs.resources import reset_resources
 from beatless.monitor.settings import ENVIRONMENT as MONITOR_ENVIRONMENT
+from beatless.queues.connection import BROKER_ENVIRONMENT
 
 pytestmark = pytest.mark.slow
 
@@ -69,26 +71,26 @@ def _alarm_reads(synth: Any, name: str) -> tuple[str, str, tuple[str, ...], str]
 def test_worker_monitor_publishes_the_success_its_missed_run_alarm_reads(
     synth: Any, redis_url: str, aws_inprocess: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in MONITOR_ENVIRONMENT:
+    for name in (*MONITOR_ENVIRONMENT, *BROKER_ENVIRONMENT):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("BROKER_URL", redis_url)
     monkeypatch.setenv("QUEUES", "default")
     # Powertools would add a `service` dimension from this; the alarm must still match.
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "beatless")
-    worker_monitor.reset()
+    reset_resources()
     out = io.StringIO()
     try:
         with redirect_stdout(out):
             worker_monitor.handler({"samples": 1}, _Context())
     finally:
-        worker_monitor.reset()
+        reset_resources()
     assert _alarm_reads(synth, "worker_monitor") in _published(_emf(out.getvalue()))
 
 
 def test_the_database_jobs_runtime_publishes_the_success_their_alarms_read(
     synth: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from beatless.jobrun.runner import publish_metrics
+    from beatless.jobs.runtime import publish_job_metrics
 
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "beatless")
     database_jobs = [job for job in synth.config.jobs if Need.DATABASE in job.needs]
@@ -96,7 +98,7 @@ def test_the_database_jobs_runtime_publishes_the_success_their_alarms_read(
     for job in database_jobs:
         out = io.StringIO()
         with redirect_stdout(out):
-            publish_metrics(job.name, {"examined": 3}, succeeded=True)
+            publish_job_metrics(job.name, {"examined": 3}, succeeded=True)
         reads = _alarm_reads(synth, job.name)
         if reads[1] == metrics.JOB_SUCCEEDED:
             assert reads in _published(_emf(out.getvalue())), job.name

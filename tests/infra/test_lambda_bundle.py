@@ -1,8 +1,10 @@
 """The one Lambda asset: built without Docker, handlers and `beatless` at the
-zip root, dependencies for CPython 3.12 manylinux x86_64."""
+zip root (without the local runner and the CLI), dependencies for CPython 3.12
+manylinux x86_64."""
 
 from __future__ import annotations
 
+import ast
 import json
 import shutil
 from pathlib import Path
@@ -12,8 +14,8 @@ import pytest
 
 from beatless.errors import ConfigurationError
 from beatless.jobs import DEPLOY_FUNCTIONS, JOBS
+from infra.components.lambda_bundle import EXCLUDED, LambdaBundle, package_files
 from infra.config import LambdaSource
-from infra.constructs.lambda_bundle import LambdaBundle
 
 pytestmark = pytest.mark.slow
 
@@ -51,8 +53,8 @@ def test_asset_holds_handlers_beatless_and_cp312_manylinux_dependencies(synth: A
     for name in [job.name for job in JOBS] + list(DEPLOY_FUNCTIONS):
         assert (asset / f"{name}.py").is_file()
     assert (asset / "beatless" / "__init__.py").is_file()
-    assert (asset / "beatless" / "jobs.py").read_bytes() == (
-        REPO_ROOT / "src" / "beatless" / "jobs.py"
+    assert (asset / "beatless" / "jobs" / "registry.py").read_bytes() == (
+        REPO_ROOT / "src" / "beatless" / "jobs" / "registry.py"
     ).read_bytes()
     for package in ("aws_lambda_powertools", "redis", "boto3", "psycopg"):
         assert (asset / package).is_dir(), package
@@ -65,6 +67,62 @@ def test_asset_holds_handlers_beatless_and_cp312_manylinux_dependencies(synth: A
     assert not list(asset.rglob("__pycache__"))
     for heavy in ("celery", "kombu", "aws_cdk", "moto"):
         assert not (asset / heavy).exists(), heavy
+
+
+PACKAGE_DIR = REPO_ROOT / "src" / "beatless"
+
+
+def test_asset_holds_no_local_runner_or_cli_but_every_entry_point_and_the_runtime(synth: Any) -> None:
+    asset = _asset_dir(synth)
+    assert (PACKAGE_DIR / "local").is_dir() and (PACKAGE_DIR / "cli.py").is_file()  # they do exist in src
+    assert not (asset / "beatless" / "local").exists()
+    assert not (asset / "beatless" / "cli.py").exists()
+    for entry_point in sorted((REPO_ROOT / "bin" / "lambda").glob("*.py")):
+        assert (asset / entry_point.name).read_bytes() == entry_point.read_bytes(), entry_point.name
+    assert (asset / "beatless" / "jobs" / "runtime.py").read_bytes() == (
+        PACKAGE_DIR / "jobs" / "runtime.py"
+    ).read_bytes()
+    # Exactly the package's files minus the excluded ones (and no bytecode).
+    bundled = {p.relative_to(asset / "beatless") for p in (asset / "beatless").rglob("*") if p.is_file()}
+    assert bundled == {p.relative_to(PACKAGE_DIR) for p in package_files(PACKAGE_DIR)}
+    assert not [p for p in bundled if any(p.is_relative_to(excluded) for excluded in EXCLUDED)]
+
+
+def _imported_modules(root: Path, path: Path) -> set[str]:
+    """Every module an `import` / `from ... import` in `path` names (relative ones resolved
+    against its package, `root` being the import root)."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = ".".join(path.relative_to(root).with_suffix("").parts[:-1])
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_nothing_in_the_asset_imports_the_local_runner_or_the_cli(synth: Any) -> None:
+    asset = _asset_dir(synth)
+    modules = [*(asset / "beatless").rglob("*.py"), *asset.glob("*.py")]
+    forbidden = ("beatless.local", "beatless.cli")
+    offenders = {
+        str(path.relative_to(asset)): names
+        for path in modules
+        if (
+            names := sorted(
+                m
+                for m in _imported_modules(asset, path)
+                if m in forbidden or m.startswith(tuple(f"{f}." for f in forbidden))
+            )
+        )
+    }
+    assert offenders == {}
 
 
 def _copy_sources(tmp_path: Path) -> LambdaSource:
@@ -107,7 +165,16 @@ def test_asset_hash_changes_with_any_input_and_only_then(tmp_path: Path) -> None
     assert second != first
     lock = source.repo_root / "requirements.lock"
     lock.write_text(lock.read_text() + "\n")
-    assert LambdaBundle(source, names).asset_hash() not in (first, second)
+    third = LambdaBundle(source, names).asset_hash()
+    assert third not in (first, second)
+    # What the bundle leaves out does not move its hash; any package file it holds does.
+    package = source.repo_root / "src" / "beatless"
+    (package / "cli.py").write_text((package / "cli.py").read_text() + "\n# changed\n")
+    (package / "local" / "extra.py").write_text("# a new local-only module\n")
+    assert LambdaBundle(source, names).asset_hash() == third
+    runtime = package / "jobs" / "runtime.py"
+    runtime.write_text(runtime.read_text() + "\n# changed\n")
+    assert LambdaBundle(source, names).asset_hash() not in (first, second, third)
 
 
 def test_the_rds_ca_bundle_rides_in_the_asset_where_the_environment_points(synth_variant: Any) -> None:

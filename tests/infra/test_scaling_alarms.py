@@ -11,7 +11,7 @@ import pytest
 
 from beatless import metrics
 from beatless.jobs import job
-from beatless.scaling import ScalingParameters
+from beatless.queues.scaling import ScalingParameters
 
 pytestmark = pytest.mark.slow
 

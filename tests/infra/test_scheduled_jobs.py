@@ -23,14 +23,11 @@ from beatless import metrics
 from beatless.errors import ConfigurationError
 from beatless.events import SCHEDULER_INPUT
 from beatless.jobs import DAY, DEPLOY_FUNCTIONS, HOUR, JOBS, MINUTE, Job, MonthlyTime, Need, build_jobs
-from beatless.watchdog import missed_run_window_seconds, needs_watchdog, parse_watched_jobs
-from infra.constructs.scheduled_job import (
-    JobResources,
-    ScheduledJob,
-    direct_alarm_plan,
-    overdue_alarm_period_seconds,
-)
-from infra.constructs.schema_migration import migrations_hash
+from beatless.jobs.schedules import missed_run_window_seconds, needs_watchdog
+from beatless.watchdog import parse_watched_jobs
+from infra.components.job_grants import JobResources
+from infra.components.scheduled_job import ScheduledJob, direct_alarm_plan, overdue_alarm_period_seconds
+from infra.components.schema_migration import migrations_hash
 from tests.infra.conftest import (
     EXISTING_BUCKET,
     EXISTING_DATABASE_GROUP,
@@ -285,7 +282,7 @@ def _database_secret(synth: Any) -> str:
     database = synth.stacks.data.database
     if database.instance is None:
         return EXISTING_DATABASE_SECRET
-    return synth.logical_id(database.instance.secret.node.default_child or database.instance.secret)
+    return str(synth.logical_id(database.instance.secret.node.default_child or database.instance.secret))
 
 
 def test_grants_follow_the_jobs_needs(case: tuple[Any, Job]) -> None:

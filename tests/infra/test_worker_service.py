@@ -12,7 +12,8 @@ import pytest
 
 from beatless.jobs import job
 from beatless.monitor.settings import MonitorSettings
-from beatless.worker_settings import FARGATE_MAX_STOP_TIMEOUT_SECONDS, WorkerSettings
+from beatless.queues.connection import BrokerSettings
+from beatless.workers.settings import FARGATE_MAX_STOP_TIMEOUT_SECONDS, WorkerSettings
 from infra.config import WORKER_STOP_TIMEOUT_SECONDS
 
 pytestmark = pytest.mark.slow
@@ -91,13 +92,14 @@ def test_the_real_monitor_accepts_the_deployed_environment(synth: Any) -> None:
     raw = _monitor_environment(synth)
     env = {name: synth.render(value) for name, value in raw.items()}
     settings = MonitorSettings.from_env(env)
+    broker = BrokerSettings.from_env(env)  # the monitor reads the broker through Need.BROKER's settings
     registry = job("worker_monitor")
-    assert settings.queues == synth.config.worker.queues
+    assert broker.queues == synth.config.worker.queues
     assert settings.namespace == synth.config.metrics_namespace
     assert settings.samples == int(registry.environment["SAMPLES"])
     assert settings.sample_interval_seconds == float(registry.environment["SAMPLE_INTERVAL_SECONDS"])
     assert settings.ecs_configured
-    assert settings.broker_url == f"rediss://broker.internal:{synth.config.broker.port}/0"
+    assert broker.url == f"rediss://broker.internal:{synth.config.broker.port}/0"
     secret_id = synth.logical_id(synth.stacks.broker.broker.auth_token)
     assert secret_id in json.dumps(raw["BROKER_PASSWORD_SECRET_ARN"])
     cluster_id = synth.logical_id(synth.stacks.worker.workers.cluster)

@@ -18,8 +18,8 @@ from celery import Celery
 from kombu import Queue
 
 from beatless.local.servers import RedisServer
-from beatless.priorities import NORMAL, celery_priority
-from beatless.worker_settings import PRODUCT_QUEUES
+from beatless.queues.priorities import NORMAL, celery_priority
+from beatless.workers.settings import PRODUCT_QUEUES
 from tests.system.worker_procs import producer, running_worker, wait_for, worker_env
 from worker.tasks import JOURNAL_KEY, RECORD_EFFECT
 

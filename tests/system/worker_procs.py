@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from beatless.worker_settings import WorkerSettings
+from beatless.workers.settings import WorkerSettings
 from worker.app import BeatlessCelery, create_app
 
 REPO = Path(__file__).resolve().parents[2]

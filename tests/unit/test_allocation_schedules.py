@@ -8,10 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from beatless.allocation import HealthSettings, week_of
-from beatless.errors import InvalidInput
+from beatless.credits.health import HealthSettings
+from beatless.errors import InvalidInputError
 from beatless.jobs import GRAPH_ALLOCATION_DELAY_MINUTES, MonthlyTime, build_jobs
-from beatless.watchdog import parse_schedule
+from beatless.jobs.periods import week_of
+from beatless.jobs.schedules import parse_schedule
 
 
 @pytest.mark.parametrize(
@@ -72,7 +73,7 @@ def test_bad_health_check_settings_name_the_variable(env: dict[str, str], field:
     complete = {**base, **env}
     if field in base and field not in env:
         del complete[field]
-    with pytest.raises(InvalidInput) as info:
+    with pytest.raises(InvalidInputError) as info:
         HealthSettings.from_env(complete)
     assert info.value.field.startswith(field)
 

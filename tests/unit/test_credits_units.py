@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from beatless.credits.money import MICRO_PER_CREDIT, micro, to_credits, to_micro
 from beatless.db.connect import parse_secret
 from beatless.db.settings import DatabaseSettings, redact_url
-from beatless.errors import InvalidInput
-from beatless.jobrun import Deadline, metric_name
-from beatless.jobrun.periods import (
+from beatless.errors import InvalidInputError
+from beatless.jobs.deadline import Deadline
+from beatless.jobs.periods import (
     day_of,
     first_day,
     hour_of,
@@ -25,6 +25,7 @@ from beatless.jobrun.periods import (
     previous_month,
     slot,
 )
+from beatless.jobs.runtime import metric_name
 
 
 def test_credits_convert_exactly_both_ways() -> None:
@@ -37,7 +38,7 @@ def test_credits_convert_exactly_both_ways() -> None:
 
 @pytest.mark.parametrize("value", [0.1, True, "0.0000001", "abc", "NaN", "Infinity"])
 def test_inexact_or_non_numbers_are_refused(value: object) -> None:
-    with pytest.raises(InvalidInput) as info:
+    with pytest.raises(InvalidInputError) as info:
         to_micro(value, field="price")  # type: ignore[arg-type]
     assert info.value.field == "price"
 
@@ -49,7 +50,7 @@ def test_micro_credits_round_trip(amount: int) -> None:
 
 @pytest.mark.parametrize("value", [1.0, "5", None, True, 0, -3, 2**63])
 def test_amount_arguments_are_checked(value: object) -> None:
-    with pytest.raises(InvalidInput) as info:
+    with pytest.raises(InvalidInputError) as info:
         micro("amount_micro", value)
     assert info.value.field == "amount_micro"
 
@@ -140,7 +141,7 @@ def test_database_settings_from_the_environment() -> None:
 def test_bad_database_settings_name_the_variable_and_never_show_a_password(
     env: dict[str, str], field: str
 ) -> None:
-    with pytest.raises(InvalidInput) as info:
+    with pytest.raises(InvalidInputError) as info:
         DatabaseSettings.from_env(env)
     assert info.value.field == field
     assert "hunter2" not in str(info.value)
@@ -171,6 +172,6 @@ def test_rds_secrets_are_parsed_strictly() -> None:
         ('{"host": "db", "username": "app"}', "DATABASE_SECRET_ARN.password"),
         ('{"host": "db", "username": "app", "password": "pw", "port": "x"}', "DATABASE_SECRET_ARN.port"),
     ]:
-        with pytest.raises(InvalidInput) as info:
+        with pytest.raises(InvalidInputError) as info:
             parse_secret(broken)
         assert info.value.field == field

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from beatless.errors import InvalidInput
+from beatless.errors import InvalidInputError
 from beatless.events import SCHEDULER_INPUT, Option, parse_scheduled_event, positive_int
 
 FIXED_NOW = datetime(2030, 1, 1, tzinfo=UTC)
@@ -46,20 +46,20 @@ def test_offsets_are_normalised_to_utc() -> None:
     ],
 )
 def test_malformed_events_name_the_field(event: dict[str, object], field: str) -> None:
-    with pytest.raises(InvalidInput) as info:
+    with pytest.raises(InvalidInputError) as info:
         parse_scheduled_event(event)
     assert info.value.field == field
     assert field in str(info.value)
 
 
 def test_non_object_event_rejected() -> None:
-    with pytest.raises(InvalidInput, match="event"):
+    with pytest.raises(InvalidInputError, match="event"):
         parse_scheduled_event(["not", "an", "object"])
 
 
 def test_dry_run_only_for_mutating_jobs_and_must_be_bool() -> None:
     assert parse_scheduled_event({"dry_run": True}, allow_dry_run=True).dry_run
-    with pytest.raises(InvalidInput, match="dry_run"):
+    with pytest.raises(InvalidInputError, match="dry_run"):
         parse_scheduled_event({"dry_run": "yes"}, allow_dry_run=True)
 
 
@@ -67,7 +67,7 @@ def test_job_options_parsed_with_defaults() -> None:
     spec = {"samples": Option(positive_int(maximum=60), default=6)}
     assert parse_scheduled_event({}, options=spec).options == {"samples": 6}
     assert parse_scheduled_event({"samples": 2}, options=spec).options == {"samples": 2}
-    with pytest.raises(InvalidInput, match="samples: must be at most 60"):
+    with pytest.raises(InvalidInputError, match="samples: must be at most 60"):
         parse_scheduled_event({"samples": 61}, options=spec)
 
 

@@ -10,9 +10,8 @@ import itertools
 
 import pytest
 
-from beatless.broker import KOMBU_DEFAULT_PRIORITY_STEPS, TransportOptions
-from beatless.errors import InvalidInput
-from beatless.priorities import (
+from beatless.errors import InvalidInputError
+from beatless.queues.priorities import (
     DEFAULT_CELERY_PRIORITY,
     NORMAL,
     Level,
@@ -21,6 +20,7 @@ from beatless.priorities import (
     mapping_table,
     product_priority,
 )
+from beatless.queues.transport import KOMBU_DEFAULT_PRIORITY_STEPS, TransportOptions
 
 
 def test_named_levels_map_onto_celery_priorities() -> None:
@@ -76,7 +76,7 @@ def test_messages_without_priority_get_the_normal_level() -> None:
 
 @pytest.mark.parametrize("bad", [0, 11, -1, 5.0, "5", True, None])
 def test_values_off_the_scale_are_rejected_with_the_field_named(bad: object) -> None:
-    with pytest.raises(InvalidInput) as raised:
+    with pytest.raises(InvalidInputError) as raised:
         celery_priority(bad, field="tasks[0].priority")  # type: ignore[arg-type]
     assert raised.value.field == "tasks[0].priority"
     assert "1" in raised.value.problem and "10" in raised.value.problem
@@ -84,7 +84,7 @@ def test_values_off_the_scale_are_rejected_with_the_field_named(bad: object) -> 
 
 def test_inverse_and_band_names() -> None:
     assert [product_priority(celery_priority(p)) for p in range(1, 11)] == list(range(1, 11))
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInputError):
         product_priority(10)
     assert [level_name(p) for p in (10, 9, 8, 4, 3, 1)] == [
         "critical",

@@ -1,18 +1,26 @@
-"""The worker monitor's environment contract, as the README and CDK use it."""
+"""The worker monitor's environment contract, as the README and CDK use it: the
+broker's variables (`BrokerSettings`, what `Need.BROKER` sets) and the monitor's
+own (`MonitorSettings`)."""
 
 from __future__ import annotations
 
 import pytest
 
-from beatless.broker import TransportOptions
-from beatless.errors import InvalidInput
+from beatless.errors import InvalidInputError
 from beatless.jobs import job
 from beatless.metrics import DEFAULT_NAMESPACE
 from beatless.monitor import MonitorSettings
+from beatless.queues.connection import BrokerSettings
+from beatless.queues.transport import TransportOptions
+
+
+def read(env: dict[str, str]) -> tuple[BrokerSettings, MonitorSettings]:
+    """What the worker_monitor Lambda reads: its broker resource's settings and its own."""
+    return BrokerSettings.from_env(env), MonitorSettings.from_env(env)
 
 
 def test_every_variable_is_read() -> None:
-    settings = MonitorSettings.from_env(
+    broker, settings = read(
         {
             "BROKER_URL": "rediss://cache.internal:6379/0",
             "BROKER_PASSWORD_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:redis-auth",
@@ -25,9 +33,9 @@ def test_every_variable_is_read() -> None:
             "SAMPLE_INTERVAL_SECONDS": "20",
         }
     )
-    assert settings.queues == ("graph", "ingest", "default")
-    assert settings.transport == TransportOptions(priority_steps=(0, 5), sep=":", global_keyprefix="p:")
-    assert settings.password_secret_arn is not None and settings.password_secret_arn.endswith(":redis-auth")
+    assert broker.queues == ("graph", "ingest", "default")
+    assert broker.transport == TransportOptions(priority_steps=(0, 5), sep=":", global_keyprefix="p:")
+    assert broker.password_secret_arn is not None and broker.password_secret_arn.endswith(":redis-auth")
     assert (settings.namespace, settings.ecs_cluster, settings.ecs_service) == (
         "Beatless/Staging",
         "beatless",
@@ -37,20 +45,18 @@ def test_every_variable_is_read() -> None:
 
 
 def test_defaults_match_the_job_registry() -> None:
-    settings = MonitorSettings.from_env({"BROKER_URL": "redis://127.0.0.1:6379/0", "QUEUES": "graph"})
+    broker, settings = read({"BROKER_URL": "redis://127.0.0.1:6379/0", "QUEUES": "graph"})
     registry = job("worker_monitor").environment
     assert settings.samples == int(registry["SAMPLES"])
     assert settings.sample_interval_seconds == float(registry["SAMPLE_INTERVAL_SECONDS"])
     assert settings.namespace == DEFAULT_NAMESPACE
-    assert settings.transport == TransportOptions()
+    assert broker.transport == TransportOptions()
     assert not settings.ecs_configured
 
 
 def test_default_sampling_fits_the_registry_timeout() -> None:
     entry = job("worker_monitor")
-    settings = MonitorSettings.from_env(
-        {"BROKER_URL": "redis://h:6379/0", "QUEUES": "graph", **entry.environment}
-    )
+    _, settings = read({"BROKER_URL": "redis://h:6379/0", "QUEUES": "graph", **entry.environment})
     last_reading_starts = (settings.samples - 1) * settings.sample_interval_seconds
     assert last_reading_starts < entry.timeout_seconds - 10
 
@@ -71,12 +77,12 @@ BASE = {"BROKER_URL": "redis://h:6379/0", "QUEUES": "a"}
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], field: str) -> None:
-    with pytest.raises(InvalidInput) as info:
-        MonitorSettings.from_env({**BASE, **env})
+    with pytest.raises(InvalidInputError) as info:
+        read({**BASE, **env})
     assert info.value.field == field
 
 
 def test_repr_hides_a_url_password() -> None:
-    settings = MonitorSettings.from_env({"BROKER_URL": "redis://:hunter2@h:6379/0", "QUEUES": "graph"})
-    assert "hunter2" not in repr(settings)
-    assert "redis://:***@h:6379/0" in repr(settings)
+    broker, settings = read({"BROKER_URL": "redis://:hunter2@h:6379/0", "QUEUES": "graph"})
+    assert "hunter2" not in repr(broker) + repr(settings)
+    assert "redis://:***@h:6379/0" in repr(broker)

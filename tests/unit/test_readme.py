@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from beatless.jobs_table import extract_from, render_markdown
+from beatless.jobs.table import extract_from, render_markdown
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from beatless.errors import InvalidInput
-from beatless.scaling import (
+from beatless.errors import InvalidInputError
+from beatless.queues.scaling import (
     Decision,
     Reading,
     ScaleOutStep,
@@ -185,6 +185,6 @@ def test_the_decision_function_reproduces_the_worst_case() -> None:
     ],
 )
 def test_bad_parameters_are_rejected_naming_the_field(kwargs: dict[str, object], field: str) -> None:
-    with pytest.raises(InvalidInput) as raised:
+    with pytest.raises(InvalidInputError) as raised:
         ScalingParameters(**kwargs)  # type: ignore[arg-type]
     assert raised.value.field == field

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from beatless.errors import InvalidInput
+from beatless.errors import InvalidInputError
 from beatless.storage import (
     CollectorSettings,
     DirectoryGraphSizes,
@@ -87,6 +87,6 @@ def test_the_collector_environment() -> None:
         ({"STORAGE_BUCKET": "d", "STORAGE_PREFIX": "/graphs/"}, "STORAGE_PREFIX"),
         ({"STORAGE_BUCKET": "d", "GRAPH_DATA_DIR": "graphs"}, "GRAPH_DATA_DIR"),
     ):
-        with pytest.raises(InvalidInput) as info:
+        with pytest.raises(InvalidInputError) as info:
             CollectorSettings.from_env(env)
         assert info.value.field == field

@@ -8,19 +8,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from beatless.errors import InvalidInput
+from beatless.errors import InvalidInputError
 from beatless.jobs import DAY, HOUR, JOBS, MINUTE, MonthlyTime, build_jobs
-from beatless.watchdog import (
+from beatless.jobs.schedules import (
     MAX_ALARM_WINDOW_SECONDS,
     Cron,
-    Verdict,
-    WatchedJob,
-    judge,
     missed_run_window_seconds,
     needs_watchdog,
     parse_schedule,
-    parse_watched_jobs,
 )
+from beatless.watchdog import Verdict, WatchedJob, judge, parse_watched_jobs
 
 BUCKET = 5 * MINUTE
 MONTH = 30 * DAY  # the registry's nominal period of a monthly job is of this order
@@ -116,7 +113,7 @@ def test_cron_in_a_time_zone_fires_at_local_time() -> None:
     ],
 )
 def test_unsupported_or_malformed_expressions_name_the_job(expression: str, field: str) -> None:
-    with pytest.raises(InvalidInput) as raised:
+    with pytest.raises(InvalidInputError) as raised:
         parse_schedule(expression, field="job_x")
     assert raised.value.field == field
 
@@ -211,7 +208,7 @@ def test_watched_jobs_from_the_environment_are_parsed_strictly() -> None:
         (json.dumps(good * 2), "WATCHED_JOBS"),
     ]
     for text, field in bad:
-        with pytest.raises(InvalidInput) as raised:
+        with pytest.raises(InvalidInputError) as raised:
             parse_watched_jobs(text)
         assert raised.value.field == field, text
 

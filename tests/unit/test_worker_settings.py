@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from beatless.broker import BEATLESS_PRIORITY_STEPS
-from beatless.errors import ConfigurationError, InvalidInput
-from beatless.worker_settings import DEFAULT_VISIBILITY_TIMEOUT_SECONDS, WorkerSettings
+from beatless.errors import ConfigurationError, InvalidInputError
+from beatless.queues.transport import BEATLESS_PRIORITY_STEPS
+from beatless.workers.settings import DEFAULT_VISIBILITY_TIMEOUT_SECONDS, WorkerSettings
 from worker.app import celery_config, check_worker, create_app, task_time_limits
 
 BASE = {"BROKER_URL": "redis://cache.internal:6379/0"}
@@ -86,7 +86,7 @@ def test_transport_options_are_shared_with_the_monitor() -> None:
     ],
 )
 def test_bad_environment_names_the_variable(env: dict[str, str], field: str) -> None:
-    with pytest.raises(InvalidInput) as raised:
+    with pytest.raises(InvalidInputError) as raised:
         settings(**env)
     assert raised.value.field == field
 

@@ -7,17 +7,13 @@ and is idempotent by its natural key: calling it again returns what exists.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from beatless.credits.errors import IdempotencyConflict, UnknownAccount
-from beatless.errors import InvalidInput
-
-Conn = Any  # psycopg.Connection; kept loose so callers may pass any psycopg connection type
-
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+from beatless.credits.errors import IdempotencyConflictError, UnknownAccountError
+from beatless.db.arguments import Conn, check_id, check_time
+from beatless.errors import InvalidInputError
 
 
 @dataclass(frozen=True)
@@ -31,18 +27,6 @@ class Account:
     @property
     def available_micro(self) -> int:
         return self.balance_micro - self.held_micro
-
-
-def check_id(field: str, value: Any) -> str:
-    if not isinstance(value, str) or not _ID.match(value):
-        raise InvalidInput(field, f"must be 1-64 characters of A-Z a-z 0-9 _ -, got {value!r}")
-    return value
-
-
-def check_time(field: str, value: Any) -> datetime:
-    if not isinstance(value, datetime) or value.tzinfo is None:
-        raise InvalidInput(field, f"must be a datetime with a time zone, got {value!r}")
-    return value
 
 
 def create_user(conn: Conn, user_id: str) -> None:
@@ -62,7 +46,7 @@ def create_graph(conn: Conn, graph_id: str, owner_id: str, tier: str, effective_
         )
         owner = conn.execute("SELECT owner_id FROM graphs WHERE id = %s", (graph_id,)).fetchone()[0]
         if owner != owner_id:
-            raise IdempotencyConflict("graph_id", f"graph {graph_id!r} exists with another owner")
+            raise IdempotencyConflictError("graph_id", f"graph {graph_id!r} exists with another owner")
         set_graph_tier(conn, graph_id, tier, effective_from)
 
 
@@ -70,7 +54,7 @@ def set_graph_tier(conn: Conn, graph_id: str, tier: str, effective_from: datetim
     """From `effective_from` on, `graph_id` is on `tier` (a new history row; replays are no-ops)."""
     check_time("effective_from", effective_from)
     if not conn.execute("SELECT 1 FROM tiers WHERE name = %s", (tier,)).fetchone():
-        raise InvalidInput("tier", f"unknown tier {tier!r}")
+        raise InvalidInputError("tier", f"unknown tier {tier!r}")
     with conn.transaction():
         row = conn.execute(
             "INSERT INTO graph_tier_history (graph_id, effective_from, tier) VALUES (%s, %s, %s) "
@@ -83,7 +67,7 @@ def set_graph_tier(conn: Conn, graph_id: str, tier: str, effective_from: datetim
                 (graph_id, effective_from),
             ).fetchone()[0]
             if existing != tier:
-                raise IdempotencyConflict(
+                raise IdempotencyConflictError(
                     "effective_from", f"graph {graph_id!r} already changes to {existing!r} at that time"
                 )
 
@@ -101,9 +85,9 @@ def subscribe(conn: Conn, user_id: str, repository: str, plan: str, started_at: 
     check_time("started_at", started_at)
     with conn.transaction():
         if not conn.execute("SELECT 1 FROM subscription_plans WHERE name = %s", (plan,)).fetchone():
-            raise InvalidInput("plan", f"unknown subscription plan {plan!r}")
+            raise InvalidInputError("plan", f"unknown subscription plan {plan!r}")
         if not conn.execute("SELECT 1 FROM shared_repositories WHERE name = %s", (repository,)).fetchone():
-            raise InvalidInput("repository", f"unknown shared repository {repository!r}")
+            raise InvalidInputError("repository", f"unknown shared repository {repository!r}")
         conn.execute(
             "INSERT INTO repository_subscriptions (user_id, repository, plan, started_at) "
             "VALUES (%s, %s, %s, %s) ON CONFLICT (user_id, repository) DO NOTHING",
@@ -121,7 +105,7 @@ def open_graph_account(conn: Conn, graph_id: str) -> Account:
     check_id("graph_id", graph_id)
     with conn.transaction():
         if not conn.execute("SELECT 1 FROM graphs WHERE id = %s", (graph_id,)).fetchone():
-            raise InvalidInput("graph_id", f"unknown graph {graph_id!r}")
+            raise InvalidInputError("graph_id", f"unknown graph {graph_id!r}")
         conn.execute(
             "INSERT INTO credit_accounts (graph_id) VALUES (%s) ON CONFLICT (graph_id) DO NOTHING",
             (graph_id,),
@@ -136,7 +120,7 @@ def open_subscription_account(conn: Conn, subscription_id: int) -> Account:
         if not conn.execute(
             "SELECT 1 FROM repository_subscriptions WHERE id = %s", (subscription_id,)
         ).fetchone():
-            raise InvalidInput("subscription_id", f"unknown subscription {subscription_id!r}")
+            raise InvalidInputError("subscription_id", f"unknown subscription {subscription_id!r}")
         conn.execute(
             "INSERT INTO credit_accounts (subscription_id) VALUES (%s) "
             "ON CONFLICT (subscription_id) DO NOTHING",
@@ -149,7 +133,7 @@ def open_subscription_account(conn: Conn, subscription_id: int) -> Account:
 def get_account(conn: Conn, account_id: int) -> Account:
     row = conn.execute(f"SELECT {_TOTALS} WHERE id = %s", (account_id,)).fetchone()
     if row is None:
-        raise UnknownAccount("account_id", f"no credit account {account_id!r}")
+        raise UnknownAccountError("account_id", f"no credit account {account_id!r}")
     return _account(row)
 
 
@@ -161,10 +145,10 @@ def lock_account(conn: Conn, account_id: Any) -> Account:
     before (one statement would compute it from the snapshot taken before waiting).
     """
     if isinstance(account_id, bool) or not isinstance(account_id, int):
-        raise InvalidInput("account_id", f"must be an integer account id, got {account_id!r}")
+        raise InvalidInputError("account_id", f"must be an integer account id, got {account_id!r}")
     locked = conn.execute("SELECT 1 FROM credit_accounts WHERE id = %s FOR UPDATE", (account_id,)).fetchone()
     if locked is None:
-        raise UnknownAccount("account_id", f"no credit account {account_id!r}")
+        raise UnknownAccountError("account_id", f"no credit account {account_id!r}")
     return _account(conn.execute(f"SELECT {_TOTALS} WHERE id = %s", (account_id,)).fetchone())
 
 

@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
-from beatless.errors import InvalidInput
+from beatless.errors import InvalidInputError
 
 
-class UnknownAccount(InvalidInput):
+class UnknownAccountError(InvalidInputError):
     """No credit account with that id."""
 
 
-class UnknownHold(InvalidInput):
+class UnknownHoldError(InvalidInputError):
     """No hold for that account and operation."""
 
 
-class InsufficientCredits(InvalidInput):
+class InsufficientCreditsError(InvalidInputError):
     """The available balance (balance - held) is smaller than the amount asked for."""
 
 
-class IdempotencyConflict(InvalidInput):
+class IdempotencyConflictError(InvalidInputError):
     """The key was used before for a different effect (another amount or account)."""
 
 
-class HoldNotActive(InvalidInput):
+class HoldNotActiveError(InvalidInputError):
     """The hold was released, or expired (or its expires_at has passed)."""
+
+
+# The names before exceptions were named ...Error (the documented domain API); kept so
+# callers' imports keep working.
+UnknownAccount = UnknownAccountError
+UnknownHold = UnknownHoldError
+InsufficientCredits = InsufficientCreditsError
+IdempotencyConflict = IdempotencyConflictError
+HoldNotActive = HoldNotActiveError

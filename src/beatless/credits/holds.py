@@ -18,11 +18,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from beatless.credits.accounts import Conn, check_time, lock_account
-from beatless.credits.errors import HoldNotActive, IdempotencyConflict, InsufficientCredits, UnknownHold
+from beatless.credits.accounts import lock_account
+from beatless.credits.errors import (
+    HoldNotActiveError,
+    IdempotencyConflictError,
+    InsufficientCreditsError,
+    UnknownHoldError,
+)
 from beatless.credits.ledger import check_key
 from beatless.credits.money import micro
-from beatless.errors import InvalidInput
+from beatless.db.arguments import Conn, check_time
+from beatless.errors import InvalidInputError
 
 STATUSES = ("held", "committed", "released", "expired")
 
@@ -49,10 +55,10 @@ def _hold(row: Any, created: bool = False) -> Hold:
 def reserve(conn: Conn, account_id: int, operation_id: str, amount_micro: int, expires_at: datetime) -> Hold:
     """Hold `amount_micro` (> 0) of `account_id` for `operation_id` until `expires_at`.
 
-    Raises `InsufficientCredits` (field `amount_micro`) when the available
+    Raises `InsufficientCreditsError` (field `amount_micro`) when the available
     balance is short: a hold never drives it below 0 (the database refuses it
     too). Idempotent: the same operation again returns the existing hold
-    (whatever its status); with a different amount it raises `IdempotencyConflict`.
+    (whatever its status); with a different amount it raises `IdempotencyConflictError`.
     """
     amount = micro("amount_micro", amount_micro)
     check_key("operation_id", operation_id)
@@ -62,16 +68,16 @@ def reserve(conn: Conn, account_id: int, operation_id: str, amount_micro: int, e
         existing = _find(conn, account_id, operation_id, lock=False)
         if existing is not None:
             if existing.amount_micro != amount:
-                raise IdempotencyConflict(
+                raise IdempotencyConflictError(
                     "operation_id",
                     f"operation {operation_id!r} already holds {existing.amount_micro} on account "
                     f"{account_id}, not {amount}",
                 )
             return existing
         if conn.execute("SELECT %s <= now()", (expires_at,)).fetchone()[0]:
-            raise InvalidInput("expires_at", f"must be in the future, got {expires_at.isoformat()}")
+            raise InvalidInputError("expires_at", f"must be in the future, got {expires_at.isoformat()}")
         if account.available_micro < amount:
-            raise InsufficientCredits(
+            raise InsufficientCreditsError(
                 "amount_micro",
                 f"{amount} exceeds the available balance of account {account_id} "
                 f"({account.available_micro} = balance {account.balance_micro} - held {account.held_micro})",
@@ -88,7 +94,7 @@ def commit(conn: Conn, account_id: int, operation_id: str, consumed_micro: int) 
     """Settle the hold: debit `consumed_micro` (0 <= consumed <= held amount), free the rest.
 
     Idempotent: committing again with the same amount returns the committed
-    hold. Raises `HoldNotActive` when the hold was released or expired, or its
+    hold. Raises `HoldNotActiveError` when the hold was released or expired, or its
     `expires_at` has passed (the cleanup job will expire it; the credits were
     not guaranteed any more — debit with `consume` if the operation still ran).
     """
@@ -97,24 +103,24 @@ def commit(conn: Conn, account_id: int, operation_id: str, consumed_micro: int) 
     with conn.transaction():
         hold = _find(conn, account_id, operation_id, lock=True)
         if hold is None:
-            raise UnknownHold(
+            raise UnknownHoldError(
                 "operation_id", f"no hold for operation {operation_id!r} on account {account_id}"
             )
         if hold.status == "committed":
             if hold.consumed_micro != consumed:
-                raise IdempotencyConflict(
+                raise IdempotencyConflictError(
                     "consumed_micro",
                     f"hold {hold.id} was committed with {hold.consumed_micro}, not {consumed}",
                 )
             return hold
         if hold.status != "held":
-            raise HoldNotActive(
+            raise HoldNotActiveError(
                 "operation_id", f"hold {hold.id} of operation {operation_id!r} is {hold.status}"
             )
         if consumed > hold.amount_micro:
-            raise InvalidInput("consumed_micro", f"{consumed} exceeds the {hold.amount_micro} held")
+            raise InvalidInputError("consumed_micro", f"{consumed} exceeds the {hold.amount_micro} held")
         if conn.execute("SELECT %s <= now()", (hold.expires_at,)).fetchone()[0]:
-            raise HoldNotActive(
+            raise HoldNotActiveError(
                 "operation_id", f"hold {hold.id} of operation {operation_id!r} expired at {hold.expires_at}"
             )
         # The account before the ledger entry: its foreign key takes a share lock on the
@@ -141,7 +147,7 @@ def release(conn: Conn, account_id: int, operation_id: str) -> Hold:
     with conn.transaction():
         hold = _find(conn, account_id, operation_id, lock=True)
         if hold is None:
-            raise UnknownHold(
+            raise UnknownHoldError(
                 "operation_id", f"no hold for operation {operation_id!r} on account {account_id}"
             )
         if hold.status != "held":
@@ -160,7 +166,7 @@ def get_hold(conn: Conn, account_id: int, operation_id: str) -> Hold | None:
 
 def _find(conn: Conn, account_id: Any, operation_id: str, *, lock: bool) -> Hold | None:
     if isinstance(account_id, bool) or not isinstance(account_id, int):
-        raise InvalidInput("account_id", f"must be an integer account id, got {account_id!r}")
+        raise InvalidInputError("account_id", f"must be an integer account id, got {account_id!r}")
     if lock:  # the held row first (a running cleanup chunk holds it: wait for it to finish)
         conn.execute(
             "SELECT 1 FROM credit_reservations_held h JOIN credit_reservations r ON r.id = h.reservation_id "

@@ -4,7 +4,7 @@ The database moves `credit_accounts.balance_micro` when an entry is inserted
 (a trigger), so the balance always equals the sum of the entries. Each entry
 has a UNIQUE `idempotency_key`, the natural key of the effect: posting the same
 key again returns the entry that exists (`created=False`) and changes nothing;
-the same key for a different effect raises `IdempotencyConflict`.
+the same key for a different effect raises `IdempotencyConflictError`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from beatless.credits.accounts import Conn, lock_account
-from beatless.credits.errors import IdempotencyConflict, InsufficientCredits
+from beatless.credits.errors import IdempotencyConflictError, InsufficientCreditsError
 from beatless.credits.money import micro
-from beatless.errors import InvalidInput
+from beatless.errors import InvalidInputError
 
 KINDS = ("allocation", "consumption", "hold_commit", "storage_charge", "transaction", "adjustment")
 DEBIT_KINDS = ("consumption", "storage_charge")
@@ -33,7 +33,7 @@ class LedgerEntry:
 
 def check_key(field: str, value: Any) -> str:
     if not isinstance(value, str) or not 1 <= len(value) <= 200:
-        raise InvalidInput(field, f"must be a string of 1-200 characters, got {value!r}")
+        raise InvalidInputError(field, f"must be a string of 1-200 characters, got {value!r}")
     return value
 
 
@@ -54,9 +54,9 @@ def post(
     """
     postable = [k for k in KINDS if k != "hold_commit"]  # commits go through holds.commit
     if kind not in postable:
-        raise InvalidInput("kind", f"must be one of {', '.join(postable)}, got {kind!r}")
+        raise InvalidInputError("kind", f"must be one of {', '.join(postable)}, got {kind!r}")
     if isinstance(amount_micro, bool) or not isinstance(amount_micro, int):
-        raise InvalidInput(
+        raise InvalidInputError(
             "amount_micro", f"must be an integer number of micro-credits, got {amount_micro!r}"
         )
     wrong_sign = (
@@ -67,7 +67,7 @@ def post(
         else amount_micro == 0
     )
     if wrong_sign:
-        raise InvalidInput("amount_micro", f"{amount_micro} has the wrong sign for a {kind} entry")
+        raise InvalidInputError("amount_micro", f"{amount_micro} has the wrong sign for a {kind} entry")
     check_key("idempotency_key", idempotency_key)
     # ON CONFLICT DO NOTHING waits for a concurrent insert of the same key, then
     # skips: the balance trigger sees only rows really inserted.
@@ -81,7 +81,7 @@ def post(
     existing = _by_key(conn, idempotency_key)
     assert existing is not None
     if existing.account_id != account_id or existing.kind != kind:
-        raise IdempotencyConflict(
+        raise IdempotencyConflictError(
             "idempotency_key",
             f"{idempotency_key!r} was posted as {existing.kind} on account {existing.account_id}",
         )
@@ -100,27 +100,27 @@ def consume(
 ) -> LedgerEntry:
     """Debit `amount_micro` (> 0) now, without a hold.
 
-    Refused with `InsufficientCredits` (field `amount_micro`) when the available
+    Refused with `InsufficientCreditsError` (field `amount_micro`) when the available
     balance is short, unless `allow_negative` (storage is billed even then). A
     replay of the key returns the first entry; a replay with another amount raises.
     """
     amount = micro("amount_micro", amount_micro)
     if kind not in DEBIT_KINDS:
-        raise InvalidInput("kind", f"must be one of {', '.join(DEBIT_KINDS)}, got {kind!r}")
+        raise InvalidInputError("kind", f"must be one of {', '.join(DEBIT_KINDS)}, got {kind!r}")
     check_key("idempotency_key", idempotency_key)
     with conn.transaction():
         account = lock_account(conn, account_id)
         existing = _by_key(conn, idempotency_key)
         if existing is not None:
             if (existing.account_id, existing.kind, existing.amount_micro) != (account_id, kind, -amount):
-                raise IdempotencyConflict(
+                raise IdempotencyConflictError(
                     "idempotency_key",
                     f"{idempotency_key!r} was posted as {existing.kind} of {existing.amount_micro} "
                     f"on account {existing.account_id}",
                 )
             return existing
         if not allow_negative and account.available_micro < amount:
-            raise InsufficientCredits(
+            raise InsufficientCreditsError(
                 "amount_micro",
                 f"{amount} exceeds the available balance of account {account_id} "
                 f"({account.available_micro} = balance {account.balance_micro} - held {account.held_micro})",
@@ -151,7 +151,7 @@ def allocate(
         existing = _by_key(conn, idempotency_key)
         if existing is not None:
             if (existing.account_id, existing.kind) != (account_id, "allocation"):
-                raise IdempotencyConflict(
+                raise IdempotencyConflictError(
                     "idempotency_key",
                     f"{idempotency_key!r} was posted as {existing.kind} on account {existing.account_id}",
                 )

@@ -11,36 +11,38 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from beatless.errors import InvalidInput
+from beatless.errors import InvalidInputError
 
 MICRO_PER_CREDIT = 1_000_000
 MAX_MICRO = 2**63 - 1  # BIGINT
 
 
 def micro(field: str, value: Any, *, minimum: int = 1) -> int:
-    """`value` as a micro-credit amount >= `minimum`, or `InvalidInput` naming `field`."""
+    """`value` as a micro-credit amount >= `minimum`, or `InvalidInputError` naming `field`."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(field, f"must be an integer number of micro-credits, got {type(value).__name__}")
+        raise InvalidInputError(
+            field, f"must be an integer number of micro-credits, got {type(value).__name__}"
+        )
     if value < minimum:
-        raise InvalidInput(field, f"must be at least {minimum}, got {value}")
+        raise InvalidInputError(field, f"must be at least {minimum}, got {value}")
     if value > MAX_MICRO:
-        raise InvalidInput(field, f"must fit a BIGINT, got {value}")
+        raise InvalidInputError(field, f"must fit a BIGINT, got {value}")
     return value
 
 
 def to_micro(credits: int | str | Decimal, field: str = "credits") -> int:
     """Credits (an int, a decimal string or a Decimal) as micro-credits, exactly."""
     if isinstance(credits, (bool, float)):
-        raise InvalidInput(field, f"must be an int, a decimal string or a Decimal, got {credits!r}")
+        raise InvalidInputError(field, f"must be an int, a decimal string or a Decimal, got {credits!r}")
     try:
         value = Decimal(credits) if not isinstance(credits, Decimal) else credits
     except InvalidOperation:
-        raise InvalidInput(field, f"is not a decimal number: {credits!r}") from None
+        raise InvalidInputError(field, f"is not a decimal number: {credits!r}") from None
     if not value.is_finite():
-        raise InvalidInput(field, f"must be finite, got {credits!r}")
+        raise InvalidInputError(field, f"must be finite, got {credits!r}")
     scaled = value * MICRO_PER_CREDIT
     if scaled != scaled.to_integral_value():
-        raise InvalidInput(field, f"has more precision than one micro-credit: {credits!r}")
+        raise InvalidInputError(field, f"has more precision than one micro-credit: {credits!r}")
     return int(scaled)
 
 

@@ -15,7 +15,6 @@ rotated. A second refusal raises.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +22,8 @@ from typing import Any
 import psycopg
 
 from beatless.db.settings import DatabaseSettings
-from beatless.errors import InvalidInput
+from beatless.errors import InvalidInputError
+from beatless.secrets import CachedSecret
 
 # SQLSTATEs of a refused login: invalid_password, invalid_authorization_specification.
 _AUTH_SQLSTATES = {"28P01", "28000"}
@@ -49,43 +49,40 @@ def parse_secret(secret_string: str, field: str = "DATABASE_SECRET_ARN") -> Cred
     try:
         data = json.loads(secret_string)
     except json.JSONDecodeError:
-        raise InvalidInput(field, "the secret is not JSON (expected the RDS format)") from None
+        raise InvalidInputError(field, "the secret is not JSON (expected the RDS format)") from None
     if not isinstance(data, dict):
-        raise InvalidInput(field, "the secret must be a JSON object (the RDS format)")
+        raise InvalidInputError(field, "the secret must be a JSON object (the RDS format)")
     values: dict[str, Any] = {}
     for key in ("host", "username", "password"):
         value = data.get(key)
         if not isinstance(value, str) or not value:
-            raise InvalidInput(f"{field}.{key}", "missing or not a non-empty string in the secret")
+            raise InvalidInputError(f"{field}.{key}", "missing or not a non-empty string in the secret")
         values[key] = value
     port = data.get("port", 5432)
     if isinstance(port, str) and port.isdigit():
         port = int(port)
     if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
-        raise InvalidInput(f"{field}.port", "must be a TCP port number")
+        raise InvalidInputError(f"{field}.port", "must be a TCP port number")
     dbname = data.get("dbname", "postgres")
     if not isinstance(dbname, str) or not dbname:
-        raise InvalidInput(f"{field}.dbname", "must be a non-empty string")
+        raise InvalidInputError(f"{field}.dbname", "must be a non-empty string")
     return Credentials(values["host"], port, values["username"], values["password"], dbname)
 
 
 class SecretCredentials:
-    """Credentials from a Secrets Manager secret, cached; `get(refresh=True)` refetches."""
+    """Credentials from a Secrets Manager secret in the RDS format, cached;
+    `get(refresh=True)` fetches them again (after a refused login)."""
 
     def __init__(self, client: Any, secret_arn: str) -> None:
-        self.client = client
         self.secret_arn = secret_arn
-        self._cached: Credentials | None = None
-        self._lock = threading.Lock()
-        self.fetches = 0
+        self._secret = CachedSecret(client, secret_arn)
+
+    @property
+    def fetches(self) -> int:
+        return self._secret.fetches
 
     def get(self, *, refresh: bool = False) -> Credentials:
-        with self._lock:
-            if self._cached is None or refresh:
-                response = self.client.get_secret_value(SecretId=self.secret_arn)
-                self.fetches += 1
-                self._cached = parse_secret(response["SecretString"])
-            return self._cached
+        return parse_secret(self._secret.get(refresh=refresh))
 
 
 def auth_failed(error: psycopg.OperationalError) -> bool:
@@ -101,7 +98,7 @@ class Database:
 
     def __init__(self, settings: DatabaseSettings, credentials: SecretCredentials | None = None) -> None:
         if settings.secret_arn and credentials is None:
-            raise InvalidInput("DATABASE_SECRET_ARN", "is set but no Secrets Manager client was given")
+            raise InvalidInputError("DATABASE_SECRET_ARN", "is set but no Secrets Manager client was given")
         self.settings = settings
         self.credentials = credentials
 
@@ -141,7 +138,7 @@ def database_from_env(env: Any) -> Database:
     settings = DatabaseSettings.from_env(env)
     credentials = None
     if settings.secret_arn:
-        from beatless.aws import client  # boto3 only when the secret is used
+        from beatless.aws import client
 
         credentials = SecretCredentials(client("secretsmanager"), settings.secret_arn)
     return Database(settings, credentials)

@@ -31,10 +31,10 @@ redacted form for logs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from beatless.errors import InvalidInput
-from beatless.settings import Env, env_int, env_str
+from beatless.errors import InvalidInputError
+from beatless.settings import Env, env_int, env_str, redact_url
 
 ENVIRONMENT = (
     "DATABASE_URL",
@@ -67,20 +67,26 @@ class DatabaseSettings:
         url = env_str(env, "DATABASE_URL")
         secret_arn = env_str(env, "DATABASE_SECRET_ARN")
         if url and secret_arn:
-            raise InvalidInput("DATABASE_URL", "set either DATABASE_URL or DATABASE_SECRET_ARN, not both")
+            raise InvalidInputError(
+                "DATABASE_URL", "set either DATABASE_URL or DATABASE_SECRET_ARN, not both"
+            )
         if not url and not secret_arn:
-            raise InvalidInput("DATABASE_URL", "is required (or DATABASE_SECRET_ARN)")
+            raise InvalidInputError("DATABASE_URL", "is required (or DATABASE_SECRET_ARN)")
         if url:
             _check_url(url, in_lambda=bool(env_str(env, "AWS_LAMBDA_FUNCTION_NAME")))
         if secret_arn and not secret_arn.startswith("arn:"):
-            raise InvalidInput("DATABASE_SECRET_ARN", f"must be a Secrets Manager ARN, got {secret_arn!r}")
+            raise InvalidInputError(
+                "DATABASE_SECRET_ARN", f"must be a Secrets Manager ARN, got {secret_arn!r}"
+            )
         sslmode = env_str(env, "DATABASE_SSLMODE")
         if sslmode is not None and sslmode not in SSLMODES:
-            raise InvalidInput("DATABASE_SSLMODE", f"must be one of {', '.join(SSLMODES)}, got {sslmode!r}")
+            raise InvalidInputError(
+                "DATABASE_SSLMODE", f"must be one of {', '.join(SSLMODES)}, got {sslmode!r}"
+            )
         if secret_arn:
             sslmode = sslmode or "verify-full"
             if sslmode not in SECRET_SSLMODES:
-                raise InvalidInput(
+                raise InvalidInputError(
                     "DATABASE_SSLMODE",
                     f"must be one of {', '.join(SECRET_SSLMODES)} with DATABASE_SECRET_ARN "
                     f"(credentials never travel in plaintext), got {sslmode!r}",
@@ -119,28 +125,13 @@ class DatabaseSettings:
 def _check_url(url: str, *, in_lambda: bool) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres"):
-        raise InvalidInput("DATABASE_URL", f"must start with postgresql://, got {redact_url(url)!r}")
+        raise InvalidInputError("DATABASE_URL", f"must start with postgresql://, got {redact_url(url)!r}")
     if not parts.hostname and "host=" not in parts.query:
-        raise InvalidInput("DATABASE_URL", f"has no host: {redact_url(url)!r}")
+        raise InvalidInputError("DATABASE_URL", f"has no host: {redact_url(url)!r}")
     if in_lambda and (parts.password or "password=" in parts.query):
-        raise InvalidInput(
+        raise InvalidInputError(
             "DATABASE_URL",
             "carries a password inside AWS Lambda; deployed functions take credentials from "
             "DATABASE_SECRET_ARN (a password in an environment variable is readable by anyone who can "
             "read the function's configuration)",
         )
-
-
-def redact_url(url: str) -> str:
-    """`url` with any password replaced by ***."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{hostport}"
-    query = "&".join(
-        f"{key}=***" if key == "password" else f"{key}={value}" if sep else key
-        for key, sep, value in (item.partition("=") for item in parts.query.split("&") if item)
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

@@ -5,7 +5,7 @@ as the AWS endpoint (CloudWatch and an ECS service record) — then enqueues a
 burst of sample tasks across the queues and priority levels through a real
 Celery producer, and runs the worker monitor on its sampling grid. Each
 reading is published to (moto's) CloudWatch exactly as the Lambda does, fed
-to `beatless.scaling.decide` — the same rules the CloudWatch alarms and step
+to `beatless.queues.scaling.decide` — the same rules the CloudWatch alarms and step
 policies implement in AWS — and the decision is carried out by starting or
 stopping real Celery worker processes (SIGTERM: soft shutdown). It prints,
 queue by queue, pending, reserved and backlog per worker until the queues
@@ -34,9 +34,11 @@ from typing import Any, TextIO
 
 from beatless import metrics
 from beatless.local.servers import MotoServer, RedisServer, aws_environment
-from beatless.monitor import Monitor, MonitorSettings, Reading, broker_for, monitor_for
-from beatless.scaling import Decision, ScalingParameters, ScalingState, decide
-from beatless.scaling import Reading as ScalingReading
+from beatless.monitor import Monitor, MonitorSettings, Reading
+from beatless.monitor.job import monitor_for
+from beatless.queues.connection import BrokerSettings, broker_for
+from beatless.queues.scaling import Decision, ScalingParameters, ScalingState, decide
+from beatless.queues.scaling import Reading as ScalingReading
 
 ECS_CLUSTER = "beatless-local"
 ECS_SERVICE = "workers"
@@ -65,16 +67,16 @@ class LocalOptions:
     wait_for_scale_in: bool = True
 
     def __post_init__(self) -> None:
-        from beatless.errors import InvalidInput
+        from beatless.errors import InvalidInputError
 
         if self.tasks < 1:
-            raise InvalidInput("--tasks", f"must be at least 1, got {self.tasks}")
+            raise InvalidInputError("--tasks", f"must be at least 1, got {self.tasks}")
         if self.steps < 1 or self.step_seconds <= 0:
-            raise InvalidInput("--steps/--step-seconds", "must be positive")
+            raise InvalidInputError("--steps/--step-seconds", "must be positive")
         if not 0.5 <= self.sample_interval_seconds <= 10:
-            raise InvalidInput("--sample-interval", "must be between 0.5 and 10 seconds")
+            raise InvalidInputError("--sample-interval", "must be between 0.5 and 10 seconds")
         if not 1 <= self.max_workers <= 16:
-            raise InvalidInput("--max-workers", f"must be between 1 and 16, got {self.max_workers}")
+            raise InvalidInputError("--max-workers", f"must be between 1 and 16, got {self.max_workers}")
 
 
 @dataclass
@@ -242,17 +244,19 @@ def run(options: LocalOptions, out: TextIO = sys.stdout) -> RunReport:
             for name in ("cloudwatch", "ecs")
         }
         _ecs_service(aws["ecs"])
-        settings = MonitorSettings.from_env(
-            {
-                "BROKER_URL": broker.url,
-                "QUEUES": "graph,ingest,default",
-                "ECS_CLUSTER": ECS_CLUSTER,
-                "ECS_SERVICE": ECS_SERVICE,
-                "SAMPLE_INTERVAL_SECONDS": str(options.sample_interval_seconds),
-            }
-        )
+        monitor_env = {
+            "BROKER_URL": broker.url,
+            "QUEUES": "graph,ingest,default",
+            "ECS_CLUSTER": ECS_CLUSTER,
+            "ECS_SERVICE": ECS_SERVICE,
+            "SAMPLE_INTERVAL_SECONDS": str(options.sample_interval_seconds),
+        }
+        broker_settings = BrokerSettings.from_env(monitor_env)
         monitor: Monitor = monitor_for(
-            settings, broker_for(settings), cloudwatch=aws["cloudwatch"], ecs=aws["ecs"]
+            MonitorSettings.from_env(monitor_env),
+            broker_for(broker_settings),
+            cloudwatch=aws["cloudwatch"],
+            ecs=aws["ecs"],
         )
         workers = LocalWorkers(env, root, logdir)
         stack.callback(workers.stop_all)
@@ -267,7 +271,7 @@ def run(options: LocalOptions, out: TextIO = sys.stdout) -> RunReport:
         print(
             f"monitor every {options.sample_interval_seconds:g} s; scaling: {describe(params)}\n"
             f"{'time':>7} {'wkr':>3} | " + " | ".join(f"{q:>7} {'pend':>4} {'res':>3} {'b/wkr':>6}"
-                                                  for q in settings.queues),
+                                                  for q in broker_settings.queues),
             file=out, flush=True,
         )  # fmt: skip
         _loop(options, params, monitor, workers, aws["ecs"], broker, report, out)
@@ -275,7 +279,7 @@ def run(options: LocalOptions, out: TextIO = sys.stdout) -> RunReport:
         report.applied = int(client.hlen(EFFECTS_APPLIED_KEY))
         report.total = int(client.hget(EFFECTS_TOTALS_KEY, "local") or 0)
         stats = aws["cloudwatch"].get_metric_statistics(
-            Namespace=settings.namespace,
+            Namespace=monitor.namespace,
             MetricName=metrics.PENDING_TASKS,
             Dimensions=[{"Name": metrics.QUEUE_DIMENSION, "Value": "graph"}],
             StartTime=datetime.now(UTC) - timedelta(hours=1),

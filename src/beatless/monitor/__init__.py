@@ -1,15 +1,21 @@
-"""The worker monitor: Celery queue depth and worker counts to CloudWatch."""
+"""The worker monitor (the `worker_monitor` job's core): Celery queue depth and
+worker counts to CloudWatch.
+
+- `beatless.monitor.core`: one reading (`Monitor.reading`), a run of readings on
+  a fixed grid (`Monitor.run`), what is published (`reading_metrics`);
+- `beatless.monitor.job`: `monitor_queues(ctx, settings)`, the work the job
+  runtime calls, with the broker and the clients of the job's needs;
+- `beatless.monitor.settings`: its own settings (namespace, ECS service, sampling).
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
 from beatless.monitor.core import (
     Clock,
-    EcsUnreadable,
-    MetricsPublishFailed,
+    EcsUnreadableError,
+    MetricsPublishError,
     Monitor,
-    MonitorFailed,
+    MonitorFailedError,
     Reading,
     RunSummary,
     ServiceCounts,
@@ -17,54 +23,17 @@ from beatless.monitor.core import (
     reading_metrics,
 )
 from beatless.monitor.settings import MonitorSettings
-from beatless.queues.connection import Broker, SecretPassword
-
-
-def broker_for(settings: MonitorSettings, secretsmanager: Any = None) -> Broker:
-    """The depth source `settings` describe (password from Secrets Manager when set)."""
-    password = None
-    if settings.password_secret_arn:
-        if secretsmanager is None:
-            raise ValueError("BROKER_PASSWORD_SECRET_ARN is set: a secretsmanager client is required")
-        password = SecretPassword(secretsmanager, settings.password_secret_arn)
-    return Broker(settings.broker_url, settings.queues, settings.transport, password=password)
-
-
-def monitor_for(
-    settings: MonitorSettings,
-    broker: Broker,
-    *,
-    cloudwatch: Any,
-    ecs: Any = None,
-    clock: Clock | None = None,
-    logger: Any = None,
-) -> Monitor:
-    """A `Monitor` wired as `settings` say (ECS only when configured)."""
-    return Monitor(
-        broker,
-        cloudwatch,
-        namespace=settings.namespace,
-        ecs=ecs if settings.ecs_configured else None,
-        ecs_cluster=settings.ecs_cluster,
-        ecs_service=settings.ecs_service,
-        clock=clock or Clock(),
-        logger=logger,
-    )
-
 
 __all__ = [
-    "Broker",
     "Clock",
-    "EcsUnreadable",
-    "MetricsPublishFailed",
+    "EcsUnreadableError",
+    "MetricsPublishError",
     "Monitor",
-    "MonitorFailed",
+    "MonitorFailedError",
     "MonitorSettings",
     "Reading",
     "RunSummary",
     "ServiceCounts",
-    "broker_for",
-    "monitor_for",
     "read_service_counts",
     "reading_metrics",
 ]

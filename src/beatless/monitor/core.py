@@ -11,7 +11,7 @@ run out of time.
 A failure to read is never turned into a number: without Redis there is no
 depth (nor heartbeat) datapoint, without ECS no RunningTasks/BacklogPerTask;
 `MonitorErrors` counts the failures, the run carries on, and raises
-`MonitorFailed` at its end so the Lambda's Errors metric sees it. A failed
+`MonitorFailedError` at its end so the Lambda's Errors metric sees it. A failed
 PutMetricData raises at once.
 """
 
@@ -28,7 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from beatless import metrics
 from beatless.errors import BeatlessError
-from beatless.queues.depth import BrokerUnreadable, DepthReading
+from beatless.queues.depth import BrokerUnreadableError, DepthReading
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +38,25 @@ MAX_METRICS_PER_CALL = 1000  # PutMetricData's limit
 DEFAULT_RESERVE_SECONDS = 8.0
 
 
-class EcsUnreadable(BeatlessError):
+class EcsUnreadableError(BeatlessError):
     """The worker service's task counts could not be read."""
 
 
-class MetricsPublishFailed(BeatlessError):
+class MetricsPublishError(BeatlessError):
     """CloudWatch refused or did not answer PutMetricData."""
 
 
-class MonitorFailed(BeatlessError):
+class MonitorFailedError(BeatlessError):
     """At least one reading of the run failed; `summary` says what was read."""
 
     def __init__(self, message: str, summary: RunSummary) -> None:
         super().__init__(message)
         self.summary = summary
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """What the run read before it failed (logged by the job runtime)."""
+        return self.summary.as_dict()
 
 
 class DepthSource(Protocol):
@@ -77,16 +82,16 @@ class ServiceCounts:
 
 
 def read_service_counts(ecs: Any, cluster: str, service: str) -> ServiceCounts:
-    """Running and desired task counts of an ECS service. Raises `EcsUnreadable`."""
+    """Running and desired task counts of an ECS service. Raises `EcsUnreadableError`."""
     try:
         response = ecs.describe_services(cluster=cluster, services=[service])
     except (ClientError, BotoCoreError) as exc:
-        raise EcsUnreadable(f"describe_services {cluster}/{service} failed: {exc}") from exc
+        raise EcsUnreadableError(f"describe_services {cluster}/{service} failed: {exc}") from exc
     failures = response.get("failures") or []
     services = response.get("services") or []
     if failures or len(services) != 1:
         reasons = ", ".join(f"{f.get('arn')}: {f.get('reason')}" for f in failures) or "no service returned"
-        raise EcsUnreadable(f"describe_services {cluster}/{service}: {reasons}")
+        raise EcsUnreadableError(f"describe_services {cluster}/{service}: {reasons}")
     found = services[0]
     return ServiceCounts(running=int(found["runningCount"]), desired=int(found["desiredCount"]))
 
@@ -172,7 +177,7 @@ def publish(cloudwatch: Any, namespace: str, data: list[dict[str, Any]]) -> int:
                 Namespace=namespace, MetricData=data[start : start + MAX_METRICS_PER_CALL]
             )
         except (ClientError, BotoCoreError) as exc:
-            raise MetricsPublishFailed(f"PutMetricData to {namespace} failed: {exc}") from exc
+            raise MetricsPublishError(f"PutMetricData to {namespace} failed: {exc}") from exc
     return len(data)
 
 
@@ -210,13 +215,13 @@ class Monitor:
         service: ServiceCounts | None = None
         try:
             depth = self.broker.read()
-        except BrokerUnreadable as exc:
+        except BrokerUnreadableError as exc:
             errors.append(f"redis: {exc}")
         if self.ecs is not None:
             assert self.ecs_cluster is not None and self.ecs_service is not None
             try:
                 service = read_service_counts(self.ecs, self.ecs_cluster, self.ecs_service)
-            except EcsUnreadable as exc:
+            except EcsUnreadableError as exc:
                 errors.append(f"ecs: {exc}")
         published = publish(self.cloudwatch, self.namespace, reading_metrics(depth, service, len(errors), at))
         for message in errors:
@@ -234,7 +239,7 @@ class Monitor:
     ) -> RunSummary:
         """Up to `samples` readings at start + i * interval. A slot that has
         already passed (a slow reading) is skipped rather than crowded in.
-        Raises `MonitorFailed` at the end if any reading failed."""
+        Raises `MonitorFailedError` at the end if any reading failed."""
         summary = RunSummary()
         start = self.clock.monotonic()
         slot = 0
@@ -259,7 +264,7 @@ class Monitor:
                 on_reading(reading)
             slot += 1
         if summary.failed_readings:
-            raise MonitorFailed(
+            raise MonitorFailedError(
                 f"{summary.failed_readings} of {summary.readings} readings failed: "
                 + "; ".join(summary.error_messages[:5]),
                 summary,

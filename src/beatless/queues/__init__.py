@@ -2,8 +2,8 @@
 
 from beatless.queues.connection import Broker, SecretPassword, connect
 from beatless.queues.depth import (
-    BrokerAuthenticationFailed,
-    BrokerUnreadable,
+    BrokerAuthenticationError,
+    BrokerUnreadableError,
     DepthReader,
     DepthReading,
     QueueDepth,
@@ -11,8 +11,8 @@ from beatless.queues.depth import (
 
 __all__ = [
     "Broker",
-    "BrokerAuthenticationFailed",
-    "BrokerUnreadable",
+    "BrokerAuthenticationError",
+    "BrokerUnreadableError",
     "DepthReader",
     "DepthReading",
     "QueueDepth",

@@ -9,6 +9,7 @@ and retries a reading once with a freshly fetched password on such a refusal.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,9 +18,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from redis.backoff import ConstantBackoff
 from redis.retry import Retry
 
-from beatless.broker import TransportOptions, validate_broker_url
-from beatless.errors import InvalidInput
-from beatless.queues.depth import BrokerAuthenticationFailed, BrokerUnreadable, DepthReader, DepthReading
+from beatless.errors import InvalidInputError
+from beatless.queues.depth import BrokerAuthenticationError, BrokerUnreadableError, DepthReader, DepthReading
+from beatless.queues.transport import TransportOptions, validate_broker_url, validate_queue_names
+from beatless.secrets import CachedSecret
+from beatless.settings import Env, env_list, env_str, redact_url
 
 # A scheduled reading must fail fast rather than hang past its slot.
 SOCKET_TIMEOUT_SECONDS = 2.0
@@ -50,7 +53,7 @@ def _refuse_unchecked_hostname(url: str) -> None:
     # no host name is just as open to interception.
     query = {k.lower(): v for k, v in parse_qs(urlsplit(url).query).items()}
     if any(v.lower() in ("false", "0", "no", "off") for v in query.get("ssl_check_hostname", [])):
-        raise InvalidInput("BROKER_URL", "ssl_check_hostname must not disable host name verification")
+        raise InvalidInputError("BROKER_URL", "ssl_check_hostname must not disable host name verification")
 
 
 class PasswordSource(Protocol):
@@ -60,34 +63,32 @@ class PasswordSource(Protocol):
 
 
 class SecretPassword:
-    """The Redis AUTH password: a Secrets Manager secret's SecretString."""
+    """The Redis AUTH password: a Secrets Manager secret's SecretString (`CachedSecret`).
+
+    A failure to fetch it is a failed reading (`BrokerUnreadableError`), not a crash."""
 
     def __init__(self, secretsmanager: Any, secret_id: str) -> None:
-        self._client = secretsmanager
         self.secret_id = secret_id
-        self._value: str | None = None
+        self._secret = CachedSecret(secretsmanager, secret_id)
 
     def get(self) -> str:
-        if self._value is None:
-            return self.refresh()
-        return self._value
+        return self._fetch(refresh=False)
 
     def refresh(self) -> str:
+        return self._fetch(refresh=True)
+
+    def _fetch(self, *, refresh: bool) -> str:
         try:
-            response = self._client.get_secret_value(SecretId=self.secret_id)
+            return self._secret.get(refresh=refresh)
         except (ClientError, BotoCoreError) as exc:
-            # Without the password Redis cannot be read: a failed reading, not a crash.
-            raise BrokerUnreadable(
+            raise BrokerUnreadableError(
                 f"could not fetch the Redis password from {self.secret_id}: {exc}"
             ) from exc
-        value = response.get("SecretString")
-        if not isinstance(value, str) or not value:
+        except ValueError:
             # Deliberately does not echo the secret's content.
-            raise BrokerUnreadable(
+            raise BrokerUnreadableError(
                 f"secret {self.secret_id} has no SecretString to use as the Redis password"
-            )
-        self._value = value
-        return value
+            ) from None
 
 
 class Broker:
@@ -113,6 +114,11 @@ class Broker:
         self._reader: DepthReader | None = None
         self.password_refreshes = 0
 
+    @property
+    def redacted_url(self) -> str:
+        """Where this broker is, for logs and summaries (never a password)."""
+        return redact_url(self.url)
+
     def _build(self, password: str | None) -> DepthReader:
         if self._reader is not None:
             self._reader.client.close()
@@ -122,11 +128,11 @@ class Broker:
         return self._reader
 
     def read(self) -> DepthReading:
-        """One reading. Raises `BrokerUnreadable` (never returns made-up zeros)."""
+        """One reading. Raises `BrokerUnreadableError` (never returns made-up zeros)."""
         reader = self._reader or self._build(self._password.get() if self._password else None)
         try:
             return reader.read()
-        except BrokerAuthenticationFailed:
+        except BrokerAuthenticationError:
             if self._password is None:
                 raise
         # Refused: the secret may have been rotated. Fetch it again, once.
@@ -137,3 +143,57 @@ class Broker:
         if self._reader is not None:
             self._reader.client.close()
             self._reader = None
+
+
+# The variables of `Need.BROKER` (set by infra for every job that needs the broker).
+BROKER_ENVIRONMENT = ("BROKER_URL", "BROKER_PASSWORD_SECRET_ARN", "QUEUES", "BROKER_TRANSPORT_OPTIONS")
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """Where the Redis broker is, its AUTH secret, the queues to read and their key layout.
+
+    Every error names the variable, before anything is read."""
+
+    url: str
+    queues: tuple[str, ...]
+    transport: TransportOptions = field(default_factory=TransportOptions)
+    password_secret_arn: str | None = None
+
+    @property
+    def redacted_url(self) -> str:
+        return redact_url(self.url)
+
+    def __repr__(self) -> str:
+        # Keep a URL password out of any log or traceback that prints settings.
+        return (
+            f"BrokerSettings(url={self.redacted_url!r}, queues={self.queues!r}, "
+            f"password_secret_arn={self.password_secret_arn!r})"
+        )
+
+    @classmethod
+    def from_env(cls, env: Env) -> BrokerSettings:
+        url = validate_broker_url(env_str(env, "BROKER_URL"))
+        secret = env_str(env, "BROKER_PASSWORD_SECRET_ARN")
+        if secret and urlsplit(url).password:
+            raise InvalidInputError(
+                "BROKER_URL",
+                "carries a password while BROKER_PASSWORD_SECRET_ARN is set; keep the password "
+                "only in the secret",
+            )
+        return cls(
+            url=url,
+            queues=validate_queue_names(list(env_list(env, "QUEUES")), "QUEUES"),
+            transport=TransportOptions.from_json(env_str(env, "BROKER_TRANSPORT_OPTIONS")),
+            password_secret_arn=secret,
+        )
+
+
+def broker_for(settings: BrokerSettings, secretsmanager: Any = None) -> Broker:
+    """The depth source `settings` describe (password from Secrets Manager when set)."""
+    password = None
+    if settings.password_secret_arn:
+        if secretsmanager is None:
+            raise ValueError("BROKER_PASSWORD_SECRET_ARN is set: a secretsmanager client is required")
+        password = SecretPassword(secretsmanager, settings.password_secret_arn)
+    return Broker(settings.url, settings.queues, settings.transport, password=password)

@@ -9,7 +9,7 @@ Python.
 
 An absent key is an empty queue: it counts 0, but only because Redis answered.
 Any failure to read (connection, timeout, authentication, script error)
-raises `BrokerUnreadable`; a reading is never made of zeros by default.
+raises `BrokerUnreadableError`; a reading is never made of zeros by default.
 
 **The route cache: the monitor writes to Redis.** Copying every ~1 KB unacked
 value into Lua to find its routing key was nearly all the cost of a reading.
@@ -55,8 +55,8 @@ from typing import Any
 
 import redis
 
-from beatless.broker import TransportOptions
-from beatless.errors import BeatlessError, InvalidInput
+from beatless.errors import BeatlessError, InvalidInputError
+from beatless.queues.transport import TransportOptions
 
 SCRIPT = (Path(__file__).parent / "depth.lua").read_text(encoding="utf-8")
 ROUTE_CACHE_SUFFIX = ":beatless-routes"
@@ -79,11 +79,11 @@ def route_cache_key(options: TransportOptions) -> str:
     return options.unacked_hash_key + ROUTE_CACHE_SUFFIX
 
 
-class BrokerUnreadable(BeatlessError):
+class BrokerUnreadableError(BeatlessError):
     """Redis could not be read; nothing is known about the queues."""
 
 
-class BrokerAuthenticationFailed(BrokerUnreadable):
+class BrokerAuthenticationError(BrokerUnreadableError):
     """Redis refused the password (it may have been rotated)."""
 
 
@@ -131,7 +131,7 @@ class DepthReader:
         for queue in self.queues:
             for key in options.queue_list_keys(queue):
                 if key in not_lists:
-                    raise InvalidInput("QUEUES", f"queue {queue!r} would be read from the hash {key!r}")
+                    raise InvalidInputError("QUEUES", f"queue {queue!r} would be read from the hash {key!r}")
                 self.keys.append(key)
         self.keys += not_lists
         self.args: list[str | int] = [len(options.priority_steps), 1 if route_cache else 0, *self.queues]
@@ -143,9 +143,9 @@ class DepthReader:
         try:
             reply = self.script(keys=self.keys, args=self.args, client=self.client)
         except redis.AuthenticationError as exc:
-            raise BrokerAuthenticationFailed(f"Redis refused the credentials: {exc}") from exc
+            raise BrokerAuthenticationError(f"Redis refused the credentials: {exc}") from exc
         except redis.RedisError as exc:
-            raise BrokerUnreadable(f"Redis could not be read: {type(exc).__name__}: {exc}") from exc
+            raise BrokerUnreadableError(f"Redis could not be read: {type(exc).__name__}: {exc}") from exc
         reading = self.parse(reply)
         if reading.route_cache_error != self._last_cache_error:
             if reading.route_cache_error:
@@ -168,7 +168,7 @@ class DepthReader:
             or not all(isinstance(v, int) for v in reply[:-1])
             or not isinstance(reply[-1], bytes | str)
         ):
-            raise BrokerUnreadable(f"unexpected reply from the depth script: {reply!r:.200}")
+            raise BrokerUnreadableError(f"unexpected reply from the depth script: {reply!r:.200}")
         queues = {
             queue: QueueDepth(pending=reply[i], reserved=reply[n + i]) for i, queue in enumerate(self.queues)
         }

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from beatless.storage.billing import DailyCharge, UntieredGraphs, bill_storage, daily_charge, ledger_key
+from beatless.storage.billing import DailyCharge, UntieredGraphsError, bill_storage, daily_charge, ledger_key
 from beatless.storage.collector import CollectorSettings, collect_storage_usage
 from beatless.storage.sources import (
     CATEGORIES,
@@ -30,7 +30,7 @@ __all__ = [
     "GraphSize",
     "GraphSizeSource",
     "S3PrefixUsage",
-    "UntieredGraphs",
+    "UntieredGraphsError",
     "Usage",
     "UsageSource",
     "bill_storage",

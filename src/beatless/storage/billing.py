@@ -52,13 +52,14 @@ from datetime import date, timedelta
 from typing import Any
 
 from beatless.errors import BeatlessError
-from beatless.jobrun import Chunk, JobContext, JobOutcome, run_chunks
+from beatless.jobs.batch import Chunk, run_chunks
+from beatless.jobs.runtime import JobContext, JobOutcome
 
 GIB = 2**30
 CHUNK_SIZE = 500
 
 
-class UntieredGraphs(BeatlessError):
+class UntieredGraphsError(BeatlessError):
     """Graphs with snapshots on a day before their first tier: they cannot be billed."""
 
     def __init__(self, day: date, graph_ids: Sequence[str]) -> None:
@@ -178,7 +179,7 @@ def bill_storage(ctx: JobContext, *, chunk_size: int = CHUNK_SIZE) -> JobOutcome
 
     Counts `charged` (graph-days with a ledger entry), `charged_micro` (their
     sum), `zero_charges` (graph-days recorded at 0) and `accounts_opened`.
-    `remaining`: graph-days a run short of time left. Raises `UntieredGraphs`,
+    `remaining`: graph-days a run short of time left. Raises `UntieredGraphsError`,
     after billing the others, for graphs without a tier on that day. Dry run:
     `would_charge`, `would_charge_micro`, `would_record_zero` (`remaining` = the
     rows a real run would write), nothing written.
@@ -231,7 +232,7 @@ def bill_storage(ctx: JobContext, *, chunk_size: int = CHUNK_SIZE) -> JobOutcome
         # Like every dry run: "remaining" is what a real run would write now.
         remaining += dry["would_charge"] + dry["would_record_zero"]
     if untiered:
-        raise UntieredGraphs(billed_day, sorted(untiered))
+        raise UntieredGraphsError(billed_day, sorted(untiered))
     return JobOutcome(remaining=remaining, details=details)
 
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from beatless.errors import InvalidInput
-from beatless.jobrun import JobContext, JobOutcome
+from beatless.errors import InvalidInputError
+from beatless.jobs.runtime import JobContext, JobOutcome
 from beatless.settings import Env, env_str
 from beatless.storage.sources import UsageSource, measure
 
@@ -81,10 +81,12 @@ class CollectorSettings:
         assert bucket is not None
         prefix = env_str(env, "STORAGE_PREFIX", "graphs/") or "graphs/"
         if not prefix.endswith("/") or prefix.startswith("/"):
-            raise InvalidInput("STORAGE_PREFIX", f"must end with '/' and not start with one, got {prefix!r}")
+            raise InvalidInputError(
+                "STORAGE_PREFIX", f"must end with '/' and not start with one, got {prefix!r}"
+            )
         data_dir = env_str(env, "GRAPH_DATA_DIR")
         if data_dir is not None and not Path(data_dir).is_absolute():
-            raise InvalidInput("GRAPH_DATA_DIR", f"must be an absolute path, got {data_dir!r}")
+            raise InvalidInputError("GRAPH_DATA_DIR", f"must be an absolute path, got {data_dir!r}")
         return cls(bucket, prefix, Path(data_dir) if data_dir else None)
 
 

@@ -1,2 +1,0 @@
-"""One construct per capability. (Import the CDK base class as `constructs.Construct`
-only from the `constructs` library; this package is `infra.constructs`.)"""

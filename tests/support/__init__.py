@@ -1,0 +1,1 @@
+"""Test support: throwaway databases, the Lambda-context fake, job-run helpers. Never shipped."""
