@@ -7,6 +7,8 @@ Session-scoped servers are started once; each test gets a clean state
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,3 +106,32 @@ def aws_inprocess(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     with mock_aws():
         yield
     beatless_aws.reset_clients()
+
+
+# mypy over the whole tree takes minutes (aws_cdk's stubs): it starts in the background as
+# soon as the tests are collected, beside the others, and test_mypy_clean waits for it.
+MYPY_KEY = pytest.StashKey[subprocess.Popen[str]]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if any(item.name == "test_mypy_clean" for item in session.items):
+        session.config.stash[MYPY_KEY] = subprocess.Popen(
+            [str(Path(sys.executable).with_name("mypy")), "--no-incremental"],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    proc = session.config.stash.get(MYPY_KEY, None)
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def mypy_run(request: pytest.FixtureRequest) -> subprocess.Popen[str]:
+    """The background mypy run of this session (see pytest_collection_finish)."""
+    return request.config.stash[MYPY_KEY]

@@ -2,7 +2,7 @@
 
 Trigger: task messages on the Redis queues ``graph``, ``ingest`` and
 ``default`` (this worker consumes ``WORKER_QUEUES``). Configuration comes
-from the environment once (`beatless.worker_settings` documents the
+from the environment once (`beatless.workers.settings` documents the
 contract); the module attribute ``app`` is built on first access, so
 importing this module (for `create_app` in tests or the local runner) reads
 no environment. Side effects and idempotency are the tasks' (`worker.tasks`:
@@ -24,7 +24,7 @@ Safety, in short (the reasons are in ``DESIGN.md`` §4):
   protection expiry is in range; ``REMAP_SIGTERM`` is unset. Otherwise the
   worker exits non-zero and says why.
 - Priorities: ``queue_order_strategy=priority``; a task sent without a
-  priority gets the product's normal level (`beatless.priorities`), not
+  priority gets the product's normal level (`beatless.queues.priorities`), not
   kombu's default 0, the most urgent list.
 - ECS task scale-in protection while the worker holds a task
   (`worker.protection`).
@@ -44,9 +44,9 @@ from celery import Celery, bootsteps
 from kombu import Queue
 
 from beatless.errors import ConfigurationError
-from beatless.priorities import DEFAULT_CELERY_PRIORITY
-from beatless.worker_settings import DEFAULT_QUEUE, WorkerSettings
-from worker import tasks
+from beatless.queues.priorities import DEFAULT_CELERY_PRIORITY
+from beatless.workers.settings import DEFAULT_QUEUE, WorkerSettings
+from worker import consumer_state, tasks  # consumer_state registers `beatless_consumer`
 from worker.protection import TaskProtectionStep
 from worker.shutdown import SoftShutdownStep
 
@@ -151,6 +151,9 @@ class StartupCheck(bootsteps.Step):
             queues.select(list(app.settings.queues))
         log.info("Beatless worker settings: %s", json.dumps(app.settings.summary()))
         super().__init__(parent, **kwargs)
+
+
+__all__ = ["BeatlessCelery", "consumer_state", "create_app"]
 
 
 def create_app(settings: WorkerSettings) -> BeatlessCelery:

@@ -1,4 +1,4 @@
-"""Celery glue of ECS task scale-in protection (the logic is `beatless.protection`).
+"""Celery glue of ECS task scale-in protection (the logic is `beatless.workers.protection`).
 
 `TaskProtectionStep` is a worker bootstep: it starts with the worker's main
 process (before the consumer) and stops with it. Its thread asks every
@@ -27,16 +27,21 @@ from typing import Any
 from celery import bootsteps
 from celery.worker import state as worker_state
 
-from beatless.protection import (
+from beatless.workers.protection import (
     AgentClient,
     EmfWriter,
     ProtectionController,
     ProtectionPolicy,
     task_id_from_metadata,
 )
-from beatless.worker_settings import WorkerSettings
+from beatless.workers.settings import WorkerSettings
 
 log = logging.getLogger("beatless.protection")
+
+
+def held_task_count() -> int:
+    """How many tasks this worker has received and not finished."""
+    return len(set(worker_state.reserved_requests) | set(worker_state.active_requests))
 
 
 def worker_holds_tasks() -> bool:

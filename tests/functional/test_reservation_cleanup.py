@@ -1,6 +1,7 @@
 """credit_reservation_cleanup through its Lambda handler, on a real PostgreSQL:
-the effect on realistic data and its edges, dry runs, replays, console events,
-malformed events and the metrics it publishes."""
+the effect on realistic data and its edges, a console run from the future, dry
+runs, replays and the metrics it publishes (console and malformed events:
+tests/functional/test_job_events.py)."""
 
 from __future__ import annotations
 
@@ -137,6 +138,21 @@ def test_first_run_ever_on_an_empty_database(conn: psycopg.Connection) -> None:
     summary = run(tick())
     assert summary["counts"] == {"released": 0, "released_micro": 0}
     assert summary["remaining"] == 0 and summary["complete"]
+
+
+def test_a_console_run_from_the_future_expires_nothing_that_still_has_time(conn: psycopg.Connection) -> None:
+    account = new_account(conn, "g")
+    now = datetime.now(UTC)
+    credits.reserve(conn, account, "running", 5_000, now + timedelta(hours=1))
+    add_hold(conn, account, "due", 7, now - timedelta(minutes=1))
+
+    summary = run(tick(now + timedelta(hours=2)))  # a console mistake: two hours ahead
+
+    assert summary["clamped"] is True and summary["counts"]["released"] == 1  # only the due one
+    assert statuses(conn) == {"running": "held", "due": "expired"}
+    credits.commit(conn, account, "running", 4_000)  # its owner can still commit it
+    assert statuses(conn)["running"] == "committed"
+    assert credits.mismatches(conn) == []
 
 
 def test_the_metrics_keep_the_single_job_dimension_whatever_powertools_is_told(

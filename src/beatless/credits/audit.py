@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from beatless.credits.accounts import Conn
+from beatless.db.arguments import Conn
 
 
 @dataclass(frozen=True)

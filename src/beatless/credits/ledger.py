@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from beatless.credits.accounts import Conn, lock_account
+from beatless.credits.accounts import lock_account
 from beatless.credits.errors import IdempotencyConflictError, InsufficientCreditsError
 from beatless.credits.money import micro
+from beatless.db.arguments import Conn
 from beatless.errors import InvalidInputError
 
 KINDS = ("allocation", "consumption", "hold_commit", "storage_charge", "transaction", "adjustment")

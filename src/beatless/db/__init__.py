@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from beatless.db.connect import Credentials, Database, SecretCredentials, database_from_env
 from beatless.db.migrate import MigrationError, MigrationResult, current_version, load_migrations, migrate
-from beatless.db.settings import DatabaseSettings, redact_url
+from beatless.db.settings import DatabaseSettings
+from beatless.settings import redact_url
 
 __all__ = [
     "Credentials",
