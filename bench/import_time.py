@@ -5,13 +5,15 @@
 Without paths, every ``bin/lambda/*.py``. Each import runs in a new
 interpreter, N times; the table shows the median time of the import itself
 (measured inside the child) and of the whole process (interpreter start
-included), and whether Celery or kombu got imported. Baselines in the same
-run show where the time goes: an empty interpreter, ``import boto3``,
-``import redis``, Powertools' Logger, and the three together.
+included), and whether a heavy module (Celery, kombu, pydantic, CDK, DuckDB,
+a graph engine) got imported. Baselines in the same run show where the time
+goes: an empty interpreter, ``import boto3``, ``import redis``, Powertools'
+Logger, and the three together.
 
-For worker_monitor a last line adds what its first invocation sets up on top
-of the import (settings from the environment, the Redis client, boto3
-CloudWatch and ECS clients), with a dummy environment: nothing is contacted.
+For worker_monitor and credit_reservation_cleanup (every database job loads
+the same) a further line adds what the first invocation sets up on top of the
+import (settings from the environment; the Redis client and boto3 clients, or
+psycopg), with a dummy environment: nothing is contacted.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LAMBDAS = REPO / "bin" / "lambda"
-HEAVY = ("celery", "kombu", "pydantic", "aws_cdk")
+HEAVY = ("celery", "kombu", "billiard", "pydantic", "aws_cdk", "duckdb", "ladybug", "kuzu")
 GOAL_SECONDS = 0.5
 
 PROBE = """
@@ -47,17 +49,39 @@ BASELINES = {
     "boto3 + redis + Logger": "import boto3, redis\nfrom aws_lambda_powertools import Logger",
 }
 
-FIRST_INVOCATION = """
+# What a first invocation sets up on top of the import, by entry point (nothing is contacted):
+# (the set-up, what the table says it is).
+FIRST_INVOCATIONS = {
+    "worker_monitor": (
+        """
+import os
 import worker_monitor
-from beatless.aws import client
-worker_monitor._prepared()
-client("cloudwatch"); client("ecs")
-"""
+from beatless.jobs.resources import environment_resources
+from beatless.monitor.settings import MonitorSettings
+MonitorSettings.from_env(os.environ)
+resources = environment_resources(os.environ)
+resources.broker()
+resources.cloudwatch(read_timeout=3, attempts=2)
+resources.ecs(read_timeout=3, attempts=2)
+""",
+        "settings, Redis + 2 boto3 clients",
+    ),
+    "credit_reservation_cleanup": (
+        """
+import os
+import credit_reservation_cleanup
+from beatless.jobs.resources import environment_resources
+environment_resources(os.environ).database(credit_reservation_cleanup.JOB).settings
+""",
+        "settings, psycopg (a database job's connection code)",
+    ),
+}
 DUMMY_ENV = {
     "BROKER_URL": "redis://127.0.0.1:6379/0",
     "QUEUES": "graph,ingest,default",
     "ECS_CLUSTER": "beatless",
     "ECS_SERVICE": "workers",
+    "DATABASE_URL": "postgresql://bench@127.0.0.1:5432/beatless",
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_ACCESS_KEY_ID": "bench",
     "AWS_SECRET_ACCESS_KEY": "bench",
@@ -104,21 +128,15 @@ def main() -> int:
     over_goal = []
     for path in paths:
         inside, wall, heavy = measure(f"import {path.stem}", args.runs)
-        verdict = "celery/kombu: " + (", ".join(heavy) if heavy else "none")
+        verdict = "heavy modules: " + (", ".join(heavy) if heavy else "none")
         verdict += f"; goal <= {GOAL_SECONDS} s: " + ("met" if inside <= GOAL_SECONDS else "MISSED")
         if heavy or inside > GOAL_SECONDS:
             over_goal.append(path.stem)
         rows.append((path.stem, inside, wall, verdict))
-        if path.stem == "worker_monitor":
-            inside, wall, _ = measure(FIRST_INVOCATION, args.runs, DUMMY_ENV)
-            rows.append(
-                (
-                    "worker_monitor + first-invocation set-up",
-                    inside,
-                    wall,
-                    "settings, Redis + 2 boto3 clients",
-                )
-            )
+        if path.stem in FIRST_INVOCATIONS:
+            body, what = FIRST_INVOCATIONS[path.stem]
+            inside, wall, _ = measure(body, args.runs, DUMMY_ENV)
+            rows.append((f"{path.stem} + first-invocation set-up", inside, wall, what))
 
     print(f"median of {args.runs} fresh processes; {sys.executable} (Python {sys.version.split()[0]})")
     print(

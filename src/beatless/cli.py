@@ -72,10 +72,10 @@ def _job(args: argparse.Namespace) -> int:
     """Run one registry job's Lambda handler here, against $DATABASE_URL etc."""
     import importlib.util
     import json
-    import time
     from pathlib import Path
 
     from beatless.jobs import job
+    from beatless.local.context import LocalContext
 
     entry = job(args.name)
     path = Path(__file__).resolve().parents[2] / entry.entry_point
@@ -91,18 +91,7 @@ def _job(args: argparse.Namespace) -> int:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    deadline = time.monotonic() + entry.timeout_seconds
-
-    class LocalContext:
-        function_name = f"beatless-{entry.name}"
-        memory_limit_in_mb = entry.memory_mb
-        invoked_function_arn = f"arn:aws:lambda:local:000000000000:function:{function_name}"
-        aws_request_id = "local"
-
-        def get_remaining_time_in_millis(self) -> int:
-            return max(0, int((deadline - time.monotonic()) * 1000))
-
-    print(json.dumps(module.handler(event, LocalContext()), indent=2, default=str))
+    print(json.dumps(module.handler(event, LocalContext(entry)), indent=2, default=str))
     return 0
 
 

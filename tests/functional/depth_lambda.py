@@ -1,28 +1,12 @@
-"""Helpers of the worker monitor tests: a Lambda context, and what CloudWatch
-(moto) holds or was sent."""
+"""Helpers of the worker monitor tests: what CloudWatch (moto) holds or was sent."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from beatless import metrics
-
-
-@dataclass
-class LambdaContext:
-    """The attributes of the context the Lambda runtime passes to a handler."""
-
-    remaining_ms: Callable[[], int] = lambda: 60_000
-    function_name: str = "worker_monitor"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:worker_monitor"
-    aws_request_id: str = "c0ffee00-0000-4000-8000-000000000000"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms()
 
 
 @dataclass

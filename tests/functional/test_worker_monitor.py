@@ -17,7 +17,7 @@ import boto3
 import depth_app
 import pytest
 import redis
-from depth_lambda import LambdaContext, PutMetricDataCalls, metric_names, totals, values
+from depth_lambda import PutMetricDataCalls, metric_names, totals, values
 
 import worker_monitor
 from beatless import metrics
@@ -29,6 +29,7 @@ from beatless.monitor import MetricsPublishError, MonitorFailedError
 from beatless.monitor.settings import ENVIRONMENT as MONITOR_ENVIRONMENT
 from beatless.queues.connection import BROKER_ENVIRONMENT
 from beatless.queues.transport import TransportOptions
+from tests.support.lambda_context import FakeLambdaContext
 
 LAYOUT = TransportOptions(priority_steps=(0, 3, 6, 9), sep=":", global_keyprefix="bl:")
 ONE = {"samples": 1}
@@ -63,7 +64,9 @@ def lambda_logs() -> Iterator[io.StringIO]:
 
 
 def run(event: Any = None) -> dict[str, Any]:
-    result: dict[str, Any] = worker_monitor.handler(ONE if event is None else event, LambdaContext())
+    result: dict[str, Any] = worker_monitor.handler(
+        ONE if event is None else event, FakeLambdaContext(remaining_ms=75_000)
+    )
     return result
 
 
@@ -297,7 +300,7 @@ def test_a_bad_samples_option_names_the_field_and_reads_and_publishes_nothing(
     set_env(BROKER_URL=url, QUEUES="graph")
 
     with pytest.raises(InvalidInputError) as info:
-        worker_monitor.handler(event, LambdaContext())
+        worker_monitor.handler(event, FakeLambdaContext(remaining_ms=75_000))
 
     assert info.value.field == field
     assert scripts_run() == 0
@@ -358,7 +361,7 @@ def test_the_samples_option_sets_the_readings_of_a_run(samples: int, redis_url: 
     fill(redis_url, {"graph": [0, 9]}, TransportOptions())
     set_env(BROKER_URL=redis_url, QUEUES="graph", SAMPLES="6", SAMPLE_INTERVAL_SECONDS="1")
 
-    summary = worker_monitor.handler({"samples": samples}, LambdaContext())
+    summary = worker_monitor.handler({"samples": samples}, FakeLambdaContext(remaining_ms=75_000))
 
     assert summary["readings"] == samples == summary["samples"]
     assert summary["queues"] == {"graph": {"pending": 2, "reserved": 0}}

@@ -21,18 +21,9 @@ from beatless.jobs import Need
 from beatless.jobs.resources import reset_resources
 from beatless.monitor.settings import ENVIRONMENT as MONITOR_ENVIRONMENT
 from beatless.queues.connection import BROKER_ENVIRONMENT
+from tests.support.lambda_context import FakeLambdaContext
 
 pytestmark = pytest.mark.slow
-
-
-class _Context:
-    function_name = "worker_monitor"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:worker_monitor"
-    aws_request_id = "parity"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
 
 
 def _emf(stdout: str) -> list[dict[str, Any]]:
@@ -81,7 +72,7 @@ def test_worker_monitor_publishes_the_success_its_missed_run_alarm_reads(
     out = io.StringIO()
     try:
         with redirect_stdout(out):
-            worker_monitor.handler({"samples": 1}, _Context())
+            worker_monitor.handler({"samples": 1}, FakeLambdaContext(remaining_ms=60_000))
     finally:
         reset_resources()
     assert _alarm_reads(synth, "worker_monitor") in _published(_emf(out.getvalue()))

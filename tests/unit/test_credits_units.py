@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from beatless.credits.money import MICRO_PER_CREDIT, micro, to_credits, to_micro
 from beatless.db.connect import parse_secret
-from beatless.db.settings import DatabaseSettings, redact_url
+from beatless.db.settings import DatabaseSettings
 from beatless.errors import InvalidInputError
 from beatless.jobs.deadline import Deadline
 from beatless.jobs.periods import (
@@ -26,6 +26,8 @@ from beatless.jobs.periods import (
     slot,
 )
 from beatless.jobs.runtime import metric_name
+from beatless.settings import redact_url
+from tests.support.lambda_context import FakeLambdaContext
 
 
 def test_credits_convert_exactly_both_ways() -> None:
@@ -82,16 +84,11 @@ def test_slots_are_aligned_and_contain_their_time() -> None:
 
 
 def test_deadline_keeps_the_margin() -> None:
-    left = iter([30_000, 12_000, 10_500])
-
-    class Context:
-        def get_remaining_time_in_millis(self) -> int:
-            return next(left)
-
-    deadline = Deadline.from_context(Context(), margin_ms=10_000)
+    context = FakeLambdaContext(remaining_ms=30_000, shrink_ms=18_000)  # 30 s, then 12 s, then 0
+    deadline = Deadline.from_context(context, margin_ms=10_000)
     assert deadline.allows(5_000)  # 30 s left
     assert not deadline.allows(5_000)  # 12 s left: only 2 s above the margin
-    assert deadline.remaining_ms() == 500
+    assert deadline.remaining_ms() == -10_000  # nothing left: 10 s below the margin
     assert Deadline.from_context(None, margin_ms=10_000).allows(10**9)  # local run: no deadline
 
 

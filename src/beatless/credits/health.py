@@ -15,11 +15,12 @@ explain and correct with an adjustment entry):
 2. allocation records: each `monthly_allocations` row of those months has
    its ledger entry on the same account, of kind 'allocation' and with the
    granted amount;
-3. balances, in keyset chunks of accounts: the stored `balance_micro` = the
-   sum of the account's ledger entries, and the rows its held amount is
-   computed from (`credit_reservations_held`) = its holds in status 'held'
-   (same holds, amounts and expiries); each chunk is one statement, so the
-   figures come from one snapshot. Negative balances are counted (storage is
+3. balances, in keyset chunks of accounts, with the one reconciliation of
+   `beatless.credits.audit`: the stored `balance_micro` = the sum of the
+   account's ledger entries, and the rows its held amount is computed from
+   (`credit_reservations_held`) = its holds in status 'held' (same holds,
+   amounts and expiries); each chunk is one statement, so the figures come
+   from one snapshot. Negative balances are counted (storage is
    billed even past zero, so they are a figure, not an inconsistency).
 
 All figures are counts published as metrics by the runtime (`ctx.add`). Any
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from beatless.credits.audit import reconcile
 from beatless.credits.due import GRAPHS, SHARED, Subjects, due_figures
 from beatless.errors import BeatlessError, InvalidInputError
 from beatless.jobs.batch import Chunk, run_chunks
@@ -162,53 +164,38 @@ def check_allocations(
 
 # ------------------------------------------------------------------ balances
 
-# Per account, in one statement (one snapshot): the stored balance against its
-# ledger; the rows the held amount is computed from (credit_reservations_held,
-# migration 0002) against the holds whose status is 'held' — sums, counts, and
-# rows that disagree with their hold (missing, settled, other account, amount or
-# expiry).
-_RECONCILE = """
-    SELECT a.id, a.balance_micro,
-           (SELECT coalesce(sum(l.amount_micro), 0) FROM credit_ledger l WHERE l.account_id = a.id),
-           t.total, t.n, t.wrong, s.total, s.n
-    FROM credit_accounts a
-    CROSS JOIN LATERAL (
-        SELECT coalesce(sum(h.amount_micro), 0) AS total, count(*) AS n,
-               count(*) FILTER (WHERE r.id IS NULL OR r.status <> 'held' OR r.account_id <> h.account_id
-                                OR r.amount_micro <> h.amount_micro OR r.expires_at <> h.expires_at) AS wrong
-        FROM credit_reservations_held h LEFT JOIN credit_reservations r ON r.id = h.reservation_id
-        WHERE h.account_id = a.id) t
-    CROSS JOIN LATERAL (
-        SELECT coalesce(sum(r.amount_micro), 0) AS total, count(*) AS n
-        FROM credit_reservations r WHERE r.account_id = a.id AND r.status = 'held') s
-    WHERE a.id > %(after)s
-    ORDER BY a.id
-    LIMIT %(limit)s
-"""
-
 
 def reconcile_chunk(conn: Any, cursor: Any, limit: int, findings: Findings) -> Chunk:
+    """One keyset chunk of accounts, reconciled by `beatless.credits.audit` in one statement."""
     _read_only(conn)
-    rows = conn.execute(_RECONCILE, {"after": cursor or 0, "limit": limit}).fetchall()
+    figures = reconcile(conn, after=cursor or 0, limit=limit)
     counts = {
-        "accounts_checked": len(rows),
+        "accounts_checked": len(figures),
         "balance_mismatches": 0,
         "held_mismatches": 0,
         "negative_balances": 0,
     }
-    for account_id, balance, ledger, held, held_rows, wrong, holds, hold_rows in rows:
-        if balance != ledger:
+    for account in figures:
+        if not account.balance_matches:
             counts["balance_mismatches"] += 1
             findings.note(
-                "balance_mismatches", {"account": account_id, "balance": balance, "ledger": int(ledger)}
+                "balance_mismatches",
+                {
+                    "account": account.account_id,
+                    "balance": account.balance_micro,
+                    "ledger": account.ledger_micro,
+                },
             )
-        if held != holds or held_rows != hold_rows or wrong:
+        if not account.held_matches:
             counts["held_mismatches"] += 1
-            findings.note("held_mismatches", {"account": account_id, "held": int(held), "holds": int(holds)})
-        if balance < 0:
+            findings.note(
+                "held_mismatches",
+                {"account": account.account_id, "held": account.held_micro, "holds": account.holds_micro},
+            )
+        if account.balance_micro < 0:
             counts["negative_balances"] += 1
-            findings.note("negative_balances", account_id)
-    return Chunk(len(rows), rows[-1][0] if rows else cursor, counts)
+            findings.note("negative_balances", account.account_id)
+    return Chunk(len(figures), figures[-1].account_id if figures else cursor, counts)
 
 
 INCONSISTENCIES = (

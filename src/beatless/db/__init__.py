@@ -11,10 +11,25 @@ Amounts are BIGINT micro-credits everywhere.
 
 from __future__ import annotations
 
-from beatless.db.connect import Credentials, Database, SecretCredentials, database_from_env
+from typing import TYPE_CHECKING
+
+# `migrate` is both a module and its function: bound here, the function wins (as callers expect).
 from beatless.db.migrate import MigrationError, MigrationResult, current_version, load_migrations, migrate
 from beatless.db.settings import DatabaseSettings
+from beatless.lazy import lazy_exports
 from beatless.settings import redact_url
+
+# Connections are imported on first use: `beatless.db.settings` alone must not load psycopg.
+if TYPE_CHECKING:
+    from beatless.db.connect import Credentials, Database, SecretCredentials, database_from_env
+
+_EXPORTS = {
+    "Credentials": "beatless.db.connect",
+    "Database": "beatless.db.connect",
+    "SecretCredentials": "beatless.db.connect",
+    "database_from_env": "beatless.db.connect",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "Credentials",

@@ -22,13 +22,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from beatless import metrics
 from beatless.errors import BeatlessError
 from beatless.queues.depth import BrokerUnreadableError, DepthReading
+
+if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_cloudwatch.type_defs import MetricDatumTypeDef
+    from mypy_boto3_ecs import ECSClient
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +86,7 @@ class ServiceCounts:
     desired: int
 
 
-def read_service_counts(ecs: Any, cluster: str, service: str) -> ServiceCounts:
+def read_service_counts(ecs: ECSClient, cluster: str, service: str) -> ServiceCounts:
     """Running and desired task counts of an ECS service. Raises `EcsUnreadableError`."""
     try:
         response = ecs.describe_services(cluster=cluster, services=[service])
@@ -139,11 +144,11 @@ class RunSummary:
 
 def reading_metrics(
     depth: DepthReading | None, service: ServiceCounts | None, errors: int, at: datetime
-) -> list[dict[str, Any]]:
+) -> list[MetricDatumTypeDef]:
     """The MetricData of one reading: only what was actually read."""
 
-    def datum(name: str, value: float, queue: str | None = None) -> dict[str, Any]:
-        item: dict[str, Any] = {
+    def datum(name: str, value: float, queue: str | None = None) -> MetricDatumTypeDef:
+        item: MetricDatumTypeDef = {
             "MetricName": name,
             "Value": value,
             "Unit": "Count" if name != metrics.BACKLOG_PER_TASK else "None",
@@ -154,7 +159,7 @@ def reading_metrics(
             item["Dimensions"] = [{"Name": metrics.QUEUE_DIMENSION, "Value": queue}]
         return item
 
-    data: list[dict[str, Any]] = []
+    data: list[MetricDatumTypeDef] = []
     if depth is not None:
         for queue, counts in depth.queues.items():
             data.append(datum(metrics.PENDING_TASKS, counts.pending, queue))
@@ -169,7 +174,7 @@ def reading_metrics(
     return data
 
 
-def publish(cloudwatch: Any, namespace: str, data: list[dict[str, Any]]) -> int:
+def publish(cloudwatch: CloudWatchClient, namespace: str, data: list[MetricDatumTypeDef]) -> int:
     """PutMetricData, one call unless there are more than 1000 metrics."""
     for start in range(0, len(data), MAX_METRICS_PER_CALL):
         try:
@@ -187,10 +192,10 @@ class Monitor:
     def __init__(
         self,
         broker: DepthSource,
-        cloudwatch: Any,
+        cloudwatch: CloudWatchClient,
         *,
         namespace: str = metrics.DEFAULT_NAMESPACE,
-        ecs: Any = None,
+        ecs: ECSClient | None = None,
         ecs_cluster: str | None = None,
         ecs_service: str | None = None,
         clock: Clock = SYSTEM_CLOCK,

@@ -9,12 +9,16 @@ published.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from beatless.jobs.runtime import JobContext, JobOutcome
 from beatless.monitor.core import Clock, Monitor
 from beatless.monitor.settings import MonitorSettings
 from beatless.queues.connection import Broker
+
+if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_ecs import ECSClient
 
 # Each reading must fit the sampling grid: 3 s reads, 2 attempts per AWS call.
 AWS_READ_TIMEOUT_SECONDS = 3.0
@@ -25,8 +29,8 @@ def monitor_for(
     settings: MonitorSettings,
     broker: Broker,
     *,
-    cloudwatch: Any,
-    ecs: Any = None,
+    cloudwatch: CloudWatchClient,
+    ecs: ECSClient | None = None,
     clock: Clock | None = None,
     logger: Any = None,
 ) -> Monitor:
