@@ -71,7 +71,7 @@ resources.ecs(read_timeout=3, attempts=2)
 import os
 import credit_reservation_cleanup
 from beatless.jobs.resources import environment_resources
-environment_resources(os.environ).database(credit_reservation_cleanup.JOB).settings
+environment_resources(os.environ).database(credit_reservation_cleanup.handler.job).settings
 """,
         "settings, psycopg (a database job's connection code)",
     ),

@@ -16,29 +16,11 @@ Rules in `beatless.auth.cleanup`; the run itself in `beatless.jobs.runtime`.
 
 from __future__ import annotations
 
-import os
 from functools import partial
-from typing import Any
-
-from aws_lambda_powertools import Logger
 
 from beatless.auth.cleanup import AuthCleanupSettings, clean_up_auth
-from beatless.jobs import job
-from beatless.jobs.resources import environment_resources
-from beatless.jobs.runtime import run_job
+from beatless.jobs.entry import JobHandler
 
-JOB = job("auth_cleanup")
-logger = Logger(service=JOB.name)
-
-
-@logger.inject_lambda_context
-def handler(event: Any, context: Any) -> dict[str, Any]:
-    settings = AuthCleanupSettings.from_env(os.environ)
-    return run_job(
-        JOB,
-        event,
-        context,
-        partial(clean_up_auth, settings=settings),
-        resources=environment_resources(os.environ),
-        logger=logger,
-    )
+handler = JobHandler(
+    "auth_cleanup", lambda env: partial(clean_up_auth, settings=AuthCleanupSettings.from_env(env))
+)

@@ -21,29 +21,11 @@ Event: the Scheduler fields (no dry run: it changes nothing anyway).
 
 from __future__ import annotations
 
-import os
 from functools import partial
-from typing import Any
-
-from aws_lambda_powertools import Logger
 
 from beatless.credits.health import HealthSettings, check_credit_health
-from beatless.jobs import job
-from beatless.jobs.resources import environment_resources
-from beatless.jobs.runtime import run_job
+from beatless.jobs.entry import JobHandler
 
-JOB = job("credit_health_check")
-logger = Logger(service=JOB.name)
-
-
-@logger.inject_lambda_context
-def handler(event: Any, context: Any) -> dict[str, Any]:
-    settings = HealthSettings.from_env(os.environ)
-    return run_job(
-        JOB,
-        event,
-        context,
-        partial(check_credit_health, settings=settings),
-        resources=environment_resources(os.environ),
-        logger=logger,
-    )
+handler = JobHandler(
+    "credit_health_check", lambda env: partial(check_credit_health, settings=HealthSettings.from_env(env))
+)

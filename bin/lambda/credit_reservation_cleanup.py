@@ -16,22 +16,7 @@ Returns the summary: counts, remaining (left for the next run), the period.
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
-from aws_lambda_powertools import Logger
-
 from beatless.credits.holds_cleanup import release_expired_holds
-from beatless.jobs import job
-from beatless.jobs.resources import environment_resources
-from beatless.jobs.runtime import run_job
+from beatless.jobs.entry import JobHandler
 
-JOB = job("credit_reservation_cleanup")
-logger = Logger(service=JOB.name)
-
-
-@logger.inject_lambda_context
-def handler(event: Any, context: Any) -> dict[str, Any]:
-    return run_job(
-        JOB, event, context, release_expired_holds, resources=environment_resources(os.environ), logger=logger
-    )
+handler = JobHandler("credit_reservation_cleanup", lambda env: release_expired_holds)

@@ -23,29 +23,10 @@ Returns the summary: counts, remaining (left for the next run), the month.
 
 from __future__ import annotations
 
-import os
 from functools import partial
-from typing import Any
-
-from aws_lambda_powertools import Logger
 
 from beatless.credits.allocation import allocate_month
 from beatless.credits.due import GRAPHS
-from beatless.jobs import job
-from beatless.jobs.resources import environment_resources
-from beatless.jobs.runtime import run_job
+from beatless.jobs.entry import JobHandler
 
-JOB = job("graph_credit_allocation")
-logger = Logger(service=JOB.name)
-
-
-@logger.inject_lambda_context
-def handler(event: Any, context: Any) -> dict[str, Any]:
-    return run_job(
-        JOB,
-        event,
-        context,
-        partial(allocate_month, subjects=GRAPHS),
-        resources=environment_resources(os.environ),
-        logger=logger,
-    )
+handler = JobHandler("graph_credit_allocation", lambda env: partial(allocate_month, subjects=GRAPHS))

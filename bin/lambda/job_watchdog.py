@@ -16,29 +16,11 @@ Event: the Scheduler fields, plus {"dry_run": true} to judge without publishing.
 
 from __future__ import annotations
 
-import os
 from functools import partial
-from typing import Any
 
-from aws_lambda_powertools import Logger
-
-from beatless.jobs import job
-from beatless.jobs.resources import environment_resources
-from beatless.jobs.runtime import run_job
+from beatless.jobs.entry import JobHandler
 from beatless.watchdog import parse_watched_jobs, watch_jobs
 
-JOB = job("job_watchdog")
-logger = Logger(service=JOB.name)
-
-
-@logger.inject_lambda_context
-def handler(event: Any, context: Any) -> dict[str, Any]:
-    jobs = parse_watched_jobs(os.environ.get("WATCHED_JOBS"))
-    return run_job(
-        JOB,
-        event,
-        context,
-        partial(watch_jobs, jobs=jobs),
-        resources=environment_resources(os.environ),
-        logger=logger,
-    )
+handler = JobHandler(
+    "job_watchdog", lambda env: partial(watch_jobs, jobs=parse_watched_jobs(env.get("WATCHED_JOBS")))
+)

@@ -17,22 +17,7 @@ Returns the summary: counts, remaining (left for the next run), the month.
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
-from aws_lambda_powertools import Logger
-
-from beatless.jobs import job
-from beatless.jobs.resources import environment_resources
-from beatless.jobs.runtime import run_job
+from beatless.jobs.entry import JobHandler
 from beatless.storage.summary import summarize_month
 
-JOB = job("monthly_usage_summary")
-logger = Logger(service=JOB.name)
-
-
-@logger.inject_lambda_context
-def handler(event: Any, context: Any) -> dict[str, Any]:
-    return run_job(
-        JOB, event, context, summarize_month, resources=environment_resources(os.environ), logger=logger
-    )
+handler = JobHandler("monthly_usage_summary", lambda env: summarize_month)

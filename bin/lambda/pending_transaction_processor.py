@@ -18,29 +18,12 @@ Rules in `beatless.credits.pending`; the run itself in `beatless.jobs.runtime`.
 
 from __future__ import annotations
 
-import os
 from functools import partial
-from typing import Any
-
-from aws_lambda_powertools import Logger
 
 from beatless.credits.pending import PendingSettings, settle_stale_transactions
-from beatless.jobs import job
-from beatless.jobs.resources import environment_resources
-from beatless.jobs.runtime import run_job
+from beatless.jobs.entry import JobHandler
 
-JOB = job("pending_transaction_processor")
-logger = Logger(service=JOB.name)
-
-
-@logger.inject_lambda_context
-def handler(event: Any, context: Any) -> dict[str, Any]:
-    settings = PendingSettings.from_env(os.environ)
-    return run_job(
-        JOB,
-        event,
-        context,
-        partial(settle_stale_transactions, settings=settings),
-        resources=environment_resources(os.environ),
-        logger=logger,
-    )
+handler = JobHandler(
+    "pending_transaction_processor",
+    lambda env: partial(settle_stale_transactions, settings=PendingSettings.from_env(env)),
+)

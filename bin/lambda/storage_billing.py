@@ -17,22 +17,7 @@ Rules in `beatless.storage.billing`.
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
-from aws_lambda_powertools import Logger
-
-from beatless.jobs import job
-from beatless.jobs.resources import environment_resources
-from beatless.jobs.runtime import run_job
+from beatless.jobs.entry import JobHandler
 from beatless.storage.billing import bill_storage
 
-JOB = job("storage_billing")
-logger = Logger(service=JOB.name)
-
-
-@logger.inject_lambda_context
-def handler(event: Any, context: Any) -> dict[str, Any]:
-    return run_job(
-        JOB, event, context, bill_storage, resources=environment_resources(os.environ), logger=logger
-    )
+handler = JobHandler("storage_billing", lambda env: bill_storage)

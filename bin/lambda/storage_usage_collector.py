@@ -18,24 +18,15 @@ Rules in `beatless.storage.collector` and `beatless.storage.sources`.
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
-from aws_lambda_powertools import Logger
-
-from beatless.jobs import job
-from beatless.jobs.resources import environment_resources
-from beatless.jobs.runtime import JobContext, JobOutcome, run_job
+from beatless.jobs.entry import JobHandler, Work
+from beatless.jobs.runtime import JobContext, JobOutcome
+from beatless.settings import Env
 from beatless.storage.collector import CollectorSettings, collect_storage_usage
 from beatless.storage.sources import DirectoryGraphSizes, S3PrefixUsage, UsageSource, graph_size_usage
 
-JOB = job("storage_usage_collector")
-logger = Logger(service=JOB.name)
 
-
-@logger.inject_lambda_context
-def handler(event: Any, context: Any) -> dict[str, Any]:
-    settings = CollectorSettings.from_env(os.environ)
+def work_for(env: Env) -> Work:
+    settings = CollectorSettings.from_env(env)
 
     def work(ctx: JobContext) -> JobOutcome:
         sources: list[UsageSource] = [S3PrefixUsage(ctx.s3(), settings.bucket, settings.prefix)]
@@ -43,4 +34,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
             sources.append(graph_size_usage(DirectoryGraphSizes(settings.graph_data_dir)))
         return collect_storage_usage(ctx, sources=sources)
 
-    return run_job(JOB, event, context, work, resources=environment_resources(os.environ), logger=logger)
+    return work
+
+
+handler = JobHandler("storage_usage_collector", work_for)

@@ -16,27 +16,19 @@ Event: the Scheduler fields, plus {"samples": n} (1-60) to override SAMPLES.
 
 from __future__ import annotations
 
-import os
 from functools import partial
-from typing import Any
-
-from aws_lambda_powertools import Logger
 
 from beatless.events import Option, positive_int
-from beatless.jobs import job
-from beatless.jobs.resources import environment_resources
-from beatless.jobs.runtime import run_job
+from beatless.jobs.entry import JobHandler, Work
 from beatless.monitor.job import monitor_queues
 from beatless.monitor.settings import MAX_SAMPLES, MonitorSettings
+from beatless.settings import Env
 
-JOB = job("worker_monitor")
-logger = Logger(service=JOB.name)
 OPTIONS = {"samples": Option(positive_int(MAX_SAMPLES))}
 
 
-@logger.inject_lambda_context
-def handler(event: Any, context: Any) -> dict[str, Any]:
-    settings = MonitorSettings.from_env(os.environ)
-    work = partial(monitor_queues, settings=settings, logger=logger)
-    resources = environment_resources(os.environ)
-    return run_job(JOB, event, context, work, resources=resources, options=OPTIONS, logger=logger)
+def work_for(env: Env) -> Work:
+    return partial(monitor_queues, settings=MonitorSettings.from_env(env), logger=handler.logger)
+
+
+handler = JobHandler("worker_monitor", work_for, options=OPTIONS)

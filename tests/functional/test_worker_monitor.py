@@ -57,7 +57,7 @@ def set_env(monkeypatch: pytest.MonkeyPatch, aws_inprocess: None) -> Iterator[Se
 def lambda_logs() -> Iterator[io.StringIO]:
     """Everything the handler's structured logger writes."""
     buffer = io.StringIO()
-    handler = worker_monitor.logger.logger_handler
+    handler = worker_monitor.handler.logger.logger_handler
     previous = handler.setStream(buffer)
     yield buffer
     handler.setStream(previous)
