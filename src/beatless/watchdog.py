@@ -30,7 +30,7 @@ Successes are read as CloudWatch sums per bucket of `bucket_seconds`; a
 bucket counts as "at or after F" when it ends after F, so a success is never
 missed and a run by hand at most one bucket (5 minutes) before F may count.
 
-The schedule parsing and the window rule are `beatless.jobs.schedules`'; this
+The schedule parsing and the window rule are `beatless.jobs.schedules`'s; this
 module is the `job_watchdog` job's core: `watch_jobs(ctx, jobs)` runs on the
 job runtime, which publishes the watchdog's own `JobSucceeded`.
 """
