@@ -89,6 +89,7 @@ def test_every_console_event_runs(
 
     assert summary["job"] == job.name
     assert summary["dry_run"] is event.get("dry_run", False)
+    assert summary["clamped"] is False  # past events, and "now" when the event names no time
     if "scheduled_time" in event:
         assert summary["scheduled_time"] == event["scheduled_time"]
         assert summary["as_of"] == event["scheduled_time"]  # console events are in the past

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
     from beatless.queues.connection import Broker
 
-REMAINING_METRIC = "Remaining"
+REMAINING_COUNT = "remaining"  # published as the metric Remaining
 
 
 class UndeclaredNeedError(ConfigurationError):
@@ -203,7 +203,8 @@ def run_job(
         connection = resources.database(job).connect(application_name=f"beatless:{job.name}")
     try:
         clock_now = _database_now(connection) if job.clock is JobClock.DATABASE else now()
-        as_of = min(parsed.scheduled_time, clock_now)
+        # An event without a scheduled time (a console test) runs as of the job's own now.
+        as_of = min(parsed.scheduled_time, clock_now) if parsed.scheduled_time_given else clock_now
         ctx = JobContext(
             job=job,
             event=parsed,
@@ -229,14 +230,14 @@ def run_job(
     if not parsed.dry_run:
         published = dict(ctx.counts)
         if outcome.remaining is not None:
-            published[REMAINING_METRIC.lower()] = outcome.remaining
+            published[REMAINING_COUNT] = outcome.remaining
         publish_job_metrics(job.name, published, succeeded=True)
     remaining = outcome.remaining or 0
     summary: dict[str, Any] = {
         "job": job.name,
-        "scheduled_time": iso_z(parsed.scheduled_time),
+        "scheduled_time": iso_z(parsed.scheduled_time if parsed.scheduled_time_given else as_of),
         "as_of": iso_z(as_of),
-        "clamped": as_of < parsed.scheduled_time,
+        "clamped": parsed.scheduled_time_given and as_of < parsed.scheduled_time,
         "period": ctx.period.as_dict(),
         "dry_run": parsed.dry_run,
         "counts": dict(ctx.counts),
