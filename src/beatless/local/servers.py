@@ -185,7 +185,9 @@ class PostgresServer:
 
 class MotoServer:
     """moto's HTTP server in a child process: the AWS endpoint for every process
-    that gets ``AWS_ENDPOINT_URL`` (workers, the local runner, subprocess tests)."""
+    that gets ``AWS_ENDPOINT_URL`` (workers, the local runner, subprocess tests).
+    It serves one request at a time (`beatless.local.moto_server`), so conditional
+    writes are atomic as in AWS."""
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
@@ -199,7 +201,7 @@ class MotoServer:
     def start(self) -> MotoServer:
         log = (self.dir / "moto.log").open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-m", "beatless.local.moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
