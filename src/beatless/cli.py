@@ -4,6 +4,7 @@ beatless local [--tasks N] ...   the autoscaling loop on this machine (README co
 beatless jobs [--markdown]       the registry of scheduled jobs
 beatless job NAME [--event JSON] run one job's Lambda handler here (against $DATABASE_URL)
 beatless db migrate [--dsn URL]  apply the PostgreSQL schema migrations (default: $DATABASE_URL)
+beatless graph-node              one graph node (settings from the environment: beatless.graphs.node.settings)
 """
 
 from __future__ import annotations
@@ -95,6 +96,12 @@ def _job(args: argparse.Namespace) -> int:
     return 0
 
 
+def _graph_node(args: argparse.Namespace) -> int:
+    from beatless.graphs.node.server import main as serve
+
+    return serve()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="beatless", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -116,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     run_job.add_argument("name", help="a registry job name (see `beatless jobs`)")
     run_job.add_argument("--event", help="the event as JSON, e.g. '{\"dry_run\": true}' (default {})")
     run_job.set_defaults(func=_job)
+    node = sub.add_parser("graph-node", help="run one graph node (LadybugDB behind its HTTP API)")
+    node.set_defaults(func=_graph_node)
     db = sub.add_parser("db", help="the PostgreSQL database")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_migrate = db_sub.add_parser("migrate", help="apply the schema migrations")

@@ -262,3 +262,72 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
             return 200 <= int(response.status) < 300
     except (urllib.error.URLError, OSError):
         return False
+
+
+class GraphNodeServer:
+    """A graph node (`beatless graph-node`) in a child process on a free port, its data in
+    `data_dir` (kept across restarts of this object: stop, kill -9, start again)."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        data_dir: Path,
+        api_key: str,
+        *,
+        port: int | None = None,
+        log: Path | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.api_key = api_key
+        self.data_dir = data_dir
+        self.log = log or data_dir.parent / f"graph-node-{self.port}.log"
+        self.env = {
+            **env,
+            "GRAPH_DATA_DIR": str(data_dir),
+            "GRAPH_NODE_HOST": "127.0.0.1",
+            "GRAPH_NODE_PORT": str(self.port),
+            "GRAPH_API_KEY": api_key,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> GraphNodeServer:
+        from beatless.graphs.node.app import wait_until_healthy
+
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "beatless.cli", "graph-node"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            wait_until_healthy(self.url, self.api_key, timeout)
+        except TimeoutError:
+            self.kill()
+            raise RuntimeError(f"graph node did not start:\n{self.log.read_text()[-3000:]}") from None
+        return self
+
+    def stop(self, grace: float = 30.0) -> int | None:
+        """SIGTERM (the node closes its databases), SIGKILL after `grace` seconds."""
+        proc = self.proc
+        _terminate(proc, grace)
+        self.proc = None
+        return None if proc is None else proc.returncode
+
+    def kill(self) -> None:
+        """kill -9: no chance to close anything."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def __enter__(self) -> GraphNodeServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

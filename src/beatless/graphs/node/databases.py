@@ -18,9 +18,10 @@ would see a frozen snapshot, and a second writer fails on the file lock).
   on reopen. Its projected size is the file's size plus each input file's size
   times `EXPANSION` (what the engine took at most per input byte here, with a margin).
 - A load is idempotent per `load_id`: each file COPYed is recorded in the load's
-  journal, so a load cut short (a killed node) is retried to completion without
-  a file twice. A file whose columns do not match its table is refused before
-  any file is copied.
+  journal (the file in progress with its table's row count before it, so a COPY
+  that committed just before a crash is recognised), so a load cut short (a
+  killed node) is retried to completion without a file twice. A file whose
+  columns do not match its table is refused before any file is copied.
 """
 
 from __future__ import annotations
@@ -225,20 +226,37 @@ class DatabaseHost:
     def _copy(
         self, graph_id: str, load_id: str, files: Sequence[LoadFile], local: Sequence[Path]
     ) -> dict[str, Any]:
+        # The journal says which files are in. A COPY commits before the journal can say so:
+        # the file being copied is noted first with its table's row count, and a retry that
+        # finds more rows than that knows the COPY committed (one load runs at a time).
         journal = self._dir(graph_id) / "loads" / f"{load_id}.json"
-        done: list[str] = json.loads(journal.read_text())["done"] if journal.exists() else []
+        fresh: dict[str, Any] = {"load_id": load_id, "done": []}
+        state: dict[str, Any] = json.loads(journal.read_text()) if journal.exists() else fresh
+        done: list[str] = state["done"]
+        started = state.get("started")
+        committed = (
+            started is not None
+            and started["name"] not in done
+            and self.tables(graph_id)[started["table"]]["rows"] > started["rows_before"]
+        )
+        if committed:
+            done.append(started["name"])
         skipped = [f.name for f in files if f.name in done]
         with self._connection(graph_id) as conn:
             for i, (item, path) in enumerate(zip(files, local, strict=True)):
                 if item.name in done:
                     continue
+                rows_before = self.tables(graph_id)[item.table]["rows"]
+                state["started"] = {"name": item.name, "table": item.table, "rows_before": rows_before}
+                _write_atomically(journal, state)
                 options = " (header=true)" if item.format == "csv" else ""
                 try:
                     conn.execute(f"COPY `{item.table}` FROM '{path}'{options}")
                 except RuntimeError as error:
                     raise InvalidInputError(f"files[{i}]", f"{item.name}: {error}") from None
                 done.append(item.name)
-                _write_atomically(journal, {"load_id": load_id, "done": done})
+                state["started"] = None
+                _write_atomically(journal, state)
         counts = {name: info["rows"] for name, info in self.tables(graph_id).items()}
         return {"load_id": load_id, "copied": len(files) - len(skipped), "skipped": skipped, "rows": counts}
 

@@ -13,7 +13,7 @@
   registers, heartbeats and records graph sizes;
 - `GRAPH_BUFFER_POOL_MB` (256): the buffer pool of EACH open database (the engine's
   default is ~80 % of RAM per database);
-- `GRAPH_MAX_DB_SIZE_MB` (65,536): each database's hard size cap — address space only;
+- `GRAPH_MAX_DB_SIZE_MB` (65,536; a power of 2): each database's hard size cap — address space only;
   a load that could pass it is refused before it starts;
 - `GRAPH_MAX_OPEN_DATABASES` (16): open databases kept, least recently used closed first;
 - `GRAPH_THREADS` (2): engine threads per query or load;
@@ -82,6 +82,11 @@ class NodeSettings:
         if (instance_table is None) != (graph_table is None):
             missing = "GRAPH_REGISTRY_TABLE" if graph_table is None else "INSTANCE_REGISTRY_TABLE"
             raise InvalidInputError(missing, "is required with the other registry table")
+        max_db_mb = env_int(env, "GRAPH_MAX_DB_SIZE_MB", 65_536, minimum=16, maximum=2**24)
+        if max_db_mb & (max_db_mb - 1):
+            raise InvalidInputError(
+                "GRAPH_MAX_DB_SIZE_MB", f"must be a power of 2 (the engine's rule), got {max_db_mb}"
+            )
         return cls(
             data_dir=Path(data_dir),
             host=host,
@@ -95,7 +100,7 @@ class NodeSettings:
             instance_table=instance_table,
             graph_table=graph_table,
             buffer_pool_bytes=env_int(env, "GRAPH_BUFFER_POOL_MB", 256, minimum=16, maximum=1_048_576) * MIB,
-            max_db_size_bytes=env_int(env, "GRAPH_MAX_DB_SIZE_MB", 65_536, minimum=16, maximum=2**24) * MIB,
+            max_db_size_bytes=max_db_mb * MIB,
             max_open_databases=env_int(env, "GRAPH_MAX_OPEN_DATABASES", 16, minimum=1, maximum=10_000),
             threads=env_int(env, "GRAPH_THREADS", 2, minimum=1, maximum=256),
             query_row_limit=env_int(env, "GRAPH_QUERY_ROW_LIMIT", 10_000, minimum=1, maximum=10_000_000),
