@@ -239,7 +239,7 @@ class DatabaseHost:
             and started["name"] not in done
             and self.tables(graph_id)[started["table"]]["rows"] > started["rows_before"]
         )
-        if committed:
+        if committed and started is not None:
             done.append(started["name"])
         skipped = [f.name for f in files if f.name in done]
         with self._connection(graph_id) as conn:
