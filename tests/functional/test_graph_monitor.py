@@ -1,0 +1,231 @@
+"""The kuzu_instance_monitor core against EC2, DynamoDB and CloudWatch in moto, and real
+graph node processes: healthy, failing with 500, hanging, refusing; stopped, terminated
+and unknown instances; a recovery; a draining node; graphs deleted 6 and 8 days ago and
+orphans. One transient failure deletes nothing; a failing step raises after the rest ran."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+
+from beatless.graphs.monitor import (
+    Action,
+    Clients,
+    MaintenanceFailedError,
+    MonitorSettings,
+    http_health,
+    maintain,
+)
+from beatless.graphs.registry import GraphStatus, InstanceStatus, Registries, create_tables
+from beatless.local.servers import GraphNodeServer, free_port
+from beatless.timestamps import iso_z
+
+pytestmark = pytest.mark.slow
+
+KEY = "monitor-test-key-0123456789"
+NOW = datetime.now(UTC).replace(microsecond=0)
+SETTINGS = MonitorSettings(instance_table="instances", graph_table="graphs")
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, GraphNodeServer]]:
+    """Three node processes: one healthy, one whose disk is gone (500), one that hangs."""
+    root = tmp_path_factory.mktemp("nodes")
+    env = {"PATH": "/usr/bin:/bin", "GRAPH_BUFFER_POOL_MB": "32"}
+    started = {name: GraphNodeServer(env, root / name, KEY).start() for name in ("healthy", "broken", "hung")}
+    shutil.rmtree(root / "broken")  # its /health now fails: 500
+    started["hung"].proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+    yield started
+    started["hung"].proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+    for server in started.values():
+        server.stop()
+
+
+@pytest.fixture
+def world(aws_inprocess: None, nodes: dict[str, GraphNodeServer]) -> Iterator[dict[str, Any]]:
+    ec2 = boto3.client("ec2")
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    ids = [i["InstanceId"] for i in ec2.run_instances(ImageId=image, MinCount=9, MaxCount=9)["Instances"]]
+    names = [
+        "healthy",
+        "broken",
+        "hung",
+        "refusing",
+        "stopped",
+        "terminated",
+        "draining",
+        "recovering",
+        "late",
+    ]
+    by_name = dict(zip(names, ids, strict=True))
+    ec2.stop_instances(InstanceIds=[by_name["stopped"]])
+    ec2.terminate_instances(InstanceIds=[by_name["terminated"]])
+    create_tables(boto3.client("dynamodb"), "instances", "graphs")
+    registries = Registries(boto3.resource("dynamodb"), "instances", "graphs")
+    closed = f"http://127.0.0.1:{free_port()}"
+    endpoints = {
+        "healthy": nodes["healthy"].url,
+        "broken": nodes["broken"].url,
+        "hung": nodes["hung"].url,
+        "refusing": closed,
+        "stopped": closed,
+        "terminated": closed,
+        "draining": nodes["healthy"].url,
+        "recovering": nodes["healthy"].url,
+        "late": nodes["hung"].url,
+        "ghost": closed,  # registered, but EC2 never heard of it
+    }
+    by_name["ghost"] = "i-0123456789abcdef0"
+    for name, instance_id in by_name.items():
+        registries.register(instance_id, endpoint=endpoints[name], capacity=10, at=NOW)
+    counts = {"healthy": 3, "draining": 8, "recovering": 1, "terminated": 2}
+    for name, count in counts.items():
+        registries.instances.update_item(
+            Key={"instance_id": by_name[name]},
+            UpdateExpression="SET database_count = :c",
+            ExpressionAttributeValues={":c": count},
+        )
+    set_status(registries, by_name["draining"], InstanceStatus.DRAINING)
+    set_status(registries, by_name["recovering"], InstanceStatus.UNHEALTHY, since=NOW - timedelta(hours=2))
+    set_status(registries, by_name["late"], InstanceStatus.UNHEALTHY, since=NOW - timedelta(hours=1))
+    graphs = {
+        "on-terminated-1": (by_name["terminated"], GraphStatus.ACTIVE, None),
+        "on-terminated-2": (by_name["terminated"], GraphStatus.CREATING, None),
+        "deleted-6-days": (by_name["healthy"], GraphStatus.DELETED, NOW - timedelta(days=6)),
+        "deleted-8-days": (by_name["healthy"], GraphStatus.DELETED, NOW - timedelta(days=8)),
+        "orphan": ("i-00000000000000000", GraphStatus.ORPHANED, None),
+        "live": (by_name["healthy"], GraphStatus.ACTIVE, None),
+    }
+    for graph_id, (instance_id, status, deleted) in graphs.items():
+        item = {"graph_id": graph_id, "instance_id": instance_id, "status": str(status), "size_bytes": 0}
+        if deleted is not None:
+            item["deleted_at"] = iso_z(deleted)
+        registries.graphs.put_item(Item=item)
+    clients = Clients(registries, ec2, boto3.client("cloudwatch"), http_health(KEY))
+    yield {"clients": clients, "ids": by_name, "registries": registries}
+
+
+def set_status(
+    registries: Registries, instance_id: str, status: InstanceStatus, since: datetime | None = None
+) -> None:
+    values: dict[str, Any] = {":s": str(status)}
+    update = "SET #s = :s"
+    if since is not None:
+        update += ", unhealthy_since = :t"
+        values[":t"] = iso_z(since)
+    registries.instances.update_item(
+        Key={"instance_id": instance_id},
+        UpdateExpression=update,
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues=values,
+    )
+
+
+def metric(name: str, instance_id: str | None = None) -> list[float]:
+    cloudwatch = boto3.client("cloudwatch")
+    dims = [{"Name": "InstanceId", "Value": instance_id}] if instance_id else []
+    stats = cloudwatch.get_metric_statistics(
+        Namespace="Beatless/Graph",
+        MetricName=name,
+        Dimensions=dims,
+        StartTime=NOW - timedelta(hours=1),
+        EndTime=NOW + timedelta(hours=1),
+        Period=60,
+        Statistics=["Maximum"],
+    )
+    return [p["Maximum"] for p in stats["Datapoints"]]
+
+
+def statuses(registries: Registries) -> dict[str, str]:
+    return {i.instance_id: i.status.value for i in registries.all_instances()}
+
+
+def test_full_maintenance(world: dict[str, Any]) -> None:
+    ids, registries = world["ids"], world["registries"]
+    started = time.monotonic()
+    report = maintain(world["clients"], SETTINGS, Action.FULL_MAINTENANCE, now=NOW, dry_run=False)
+    took = time.monotonic() - started
+    assert took < 10  # one node hangs: its check gives up after 3 s, the others run beside it
+
+    after = statuses(registries)
+    assert ids["terminated"] not in after and ids["ghost"] not in after  # only these leave
+    assert after[ids["healthy"]] == "healthy"
+    for name in ("broken", "hung", "refusing", "stopped"):
+        assert after[ids[name]] == "unhealthy", name  # a failure makes it unhealthy, nothing more
+    assert after[ids["draining"]] == "draining"  # healthy /health: still draining
+    assert (
+        after[ids["recovering"]] == "healthy"
+        and registries.instance(ids["recovering"]).unhealthy_since is None
+    )  # type: ignore[union-attr]
+    late = registries.instance(ids["late"])
+    assert late is not None and late.unhealthy_since == iso_z(
+        NOW - timedelta(hours=1)
+    )  # the first failure kept
+    assert sorted(report.past_grace) == sorted([ids["late"]])  # unhealthy for an hour, grace 15 min
+    assert metric("InstancesPastGrace") == [1.0]
+
+    graphs = {g.graph_id: g.status.value for g in registries.all_graphs()}
+    assert (
+        graphs
+        == {"deleted-6-days": "deleted", "live": "active"}
+        | {
+            # the terminated instance's graphs were orphaned, and cleanup (the third step) removed them
+        }
+    )
+    assert sorted(report.orphaned_graphs) == ["on-terminated-1", "on-terminated-2"]
+    assert sorted(report.graphs_removed) == ["deleted-8-days", "on-terminated-1", "on-terminated-2", "orphan"]
+
+    # Metrics count healthy instances only: healthy (3 of 10) and recovering (1 of 10).
+    assert (
+        metric("AvailableSlots") == [16.0]
+        and metric("UsedSlots") == [4.0]
+        and metric("TotalCapacity") == [20.0]
+    )
+    assert metric("HealthyInstances") == [2.0] and metric("UnhealthyInstances") == [5.0]
+    assert metric("InstanceDatabaseCount", ids["draining"]) == [8.0]
+    assert metric("InstanceUtilization", ids["healthy"]) == [30.0]
+    assert metric("MonitorErrors") == [0.0] and metric("GraphsRemoved") == [4.0]
+
+
+def test_a_dry_run_changes_nothing_but_still_publishes(world: dict[str, Any]) -> None:
+    registries = world["registries"]
+    before = (statuses(registries), sorted((g.graph_id, g.status.value) for g in registries.all_graphs()))
+    report = maintain(world["clients"], SETTINGS, Action.FULL_MAINTENANCE, now=NOW, dry_run=True)
+    after = (statuses(registries), sorted((g.graph_id, g.status.value) for g in registries.all_graphs()))
+    assert after == before
+    assert len(report.removed) == 2 and len(report.marked_unhealthy) == 4 and len(report.graphs_removed) == 2
+    # As the registry stands: seven instances still healthy in it (7 + 10 + 10 + 10 + 10 + 8 + 10 free).
+    assert metric("AvailableSlots") == [65.0]
+
+
+def test_a_state_change_checks_that_instance_only(world: dict[str, Any]) -> None:
+    ids, registries = world["ids"], world["registries"]
+    before = statuses(registries)
+    report = maintain(
+        world["clients"], SETTINGS, Action.HEALTH_CHECK, now=NOW, dry_run=False, instance_id=ids["stopped"]
+    )
+    assert report.checked == 1 and report.marked_unhealthy == [ids["stopped"]]
+    after = statuses(registries)
+    assert {k: v for k, v in after.items() if k != ids["stopped"]} == {
+        k: v for k, v in before.items() if k != ids["stopped"]
+    }
+
+
+def test_a_failing_step_raises_after_the_others_ran(world: dict[str, Any]) -> None:
+    registries = world["registries"]
+    boto3.client("dynamodb").delete_table(TableName="graphs")  # orphaning and cleanup cannot work
+    with pytest.raises(MaintenanceFailedError) as failed:
+        maintain(world["clients"], SETTINGS, Action.FULL_MAINTENANCE, now=NOW, dry_run=False)
+    ids = world["ids"]
+    after = statuses(registries)
+    assert ids["terminated"] in after  # its graphs could not be orphaned: the row stays for the next run
+    assert after[ids["stopped"]] == "unhealthy"  # the other instances were still judged
+    assert metric("AvailableSlots") and metric("MonitorErrors")[0] >= 2  # metrics went out before the raise
+    assert len(failed.value.failures) >= 2
