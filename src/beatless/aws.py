@@ -16,6 +16,8 @@ from botocore.config import Config
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_dynamodb import DynamoDBServiceResource
+    from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_ecs import ECSClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_scheduler import EventBridgeSchedulerClient
@@ -38,6 +40,8 @@ def client(
 ) -> CloudWatchClient: ...
 @overload
 def client(service: Literal["ecs"], *, read_timeout: float = ..., attempts: int = ...) -> ECSClient: ...
+@overload
+def client(service: Literal["ec2"], *, read_timeout: float = ..., attempts: int = ...) -> EC2Client: ...
 @overload
 def client(service: Literal["s3"], *, read_timeout: float = ..., attempts: int = ...) -> S3Client: ...
 @overload
@@ -72,7 +76,19 @@ def _client(service: str, read_timeout: float, attempts: int) -> Any:
     return session().client(service, config=config)  # type: ignore[call-overload]
 
 
+@functools.cache
+def dynamodb() -> DynamoDBServiceResource:
+    """The DynamoDB resource (tables with plain Python values), with Beatless' timeouts."""
+    config = Config(
+        connect_timeout=2,
+        read_timeout=DEFAULT_READ_TIMEOUT_SECONDS,
+        retries={"max_attempts": DEFAULT_ATTEMPTS, "mode": "standard"},
+    )
+    return session().resource("dynamodb", config=config)
+
+
 def reset_clients() -> None:
     """Forget cached clients (tests that change AWS_ENDPOINT_URL call this)."""
     _client.cache_clear()
+    dynamodb.cache_clear()
     session.cache_clear()

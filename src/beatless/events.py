@@ -32,10 +32,11 @@ COMMON_FIELDS = ("scheduled_time", "execution_id", "attempt_number", "dry_run")
 
 @dataclass(frozen=True)
 class Option:
-    """A job-specific event key: its parser and default."""
+    """A job-specific event key: its parser, its default, and whether an event must carry it."""
 
     parse: Callable[[str, Any], Any]
     default: Any = None
+    required: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,9 @@ def parse_scheduled_event(
     attempt = event.get("attempt_number")
     attempt_number = None if attempt is None else parse_positive_int("attempt_number", attempt)
     dry_run = parse_bool("dry_run", event.get("dry_run", False))
+    for name, spec in options.items():
+        if spec.required and name not in event:
+            raise InvalidInputError(name, "is required")
     parsed = {
         name: (spec.parse(name, event[name]) if name in event else spec.default)
         for name, spec in options.items()

@@ -52,6 +52,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from beatless.errors import BeatlessError, InvalidInputError
 from beatless.events import parse_timestamp
 from beatless.graphs.registry import PLACED_STATUSES, Graph, GraphStatus, Instance, InstanceStatus, Registries
+from beatless.jobs.runtime import JobContext, JobOutcome
 from beatless.settings import Env, env_int, env_str
 from beatless.timestamps import iso_z
 
@@ -454,3 +455,14 @@ def _publish(cloudwatch: Any, namespace: str, data: Iterable[dict[str, Any]], at
         cloudwatch.put_metric_data(
             Namespace=namespace, MetricData=items[start : start + MAX_METRICS_PER_CALL]
         )
+
+
+def monitor_graphs(ctx: JobContext, settings: MonitorSettings) -> JobOutcome:
+    """The work of one `kuzu_instance_monitor` run, on the job runtime."""
+    registries = Registries(ctx.dynamodb(), settings.instance_table, settings.graph_table)
+    clients = Clients(registries, ctx.ec2(), ctx.cloudwatch(), http_health(ctx.graph_api_key()))
+    action: Action = ctx.options["action"]
+    report = maintain(
+        clients, settings, action, now=ctx.as_of, dry_run=ctx.dry_run, instance_id=ctx.options["instance_id"]
+    )
+    return JobOutcome(remaining=None, details={"action": str(action), **report.as_dict()})

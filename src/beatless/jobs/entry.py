@@ -34,9 +34,15 @@ class JobHandler:
     """The Lambda handler of the registry job `name`; `work_for(env)` builds its work."""
 
     def __init__(
-        self, name: str, work_for: Callable[[Env], Work], *, options: Mapping[str, Option] | None = None
+        self,
+        name: str,
+        work_for: Callable[[Env], Work],
+        *,
+        options: Mapping[str, Option] | None = None,
+        translate: Callable[[Any], Any] | None = None,
     ) -> None:
         self.job: Job = job(name)
+        self._translate = translate  # events of the job's EventBridge rules -> its own event
         self.logger = Logger(service=name)
         self.options = options
         self._work_for = work_for
@@ -49,7 +55,7 @@ class JobHandler:
         env = os.environ
         return run_job(
             self.job,
-            event,
+            self._translate(event) if self._translate is not None else event,
             context,
             self._work_for(env),
             resources=environment_resources(env),

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from beatless.jobs.periods import PeriodKind
-from beatless.jobs.schedules import DAY, HOUR, MINUTE, MonthlyTime, Schedule
+from beatless.jobs.schedules import DAY, HOUR, MINUTE, EventRule, MonthlyTime, Schedule
 
 
 class Need(enum.StrEnum):
@@ -32,6 +32,10 @@ class Need(enum.StrEnum):
     DATABASE = "database"  # VPC access to PostgreSQL and read access to its credentials secret
     STORAGE_READ = "storage_read"  # s3:ListBucket on the customer data bucket (usage collection)
     METRICS_READ = "metrics_read"  # cloudwatch:GetMetricData, scheduler:GetSchedule (job_watchdog)
+    GRAPH_REGISTRY = "graph_registry"  # read/write the instance and graph registries (DynamoDB)
+    GRAPH_API = "graph_api"  # network access to the graph nodes and read access to their API key secret
+    GRAPH_METRICS = "graph_metrics"  # cloudwatch:PutMetricData in the graph namespace (Beatless/Graph)
+    EC2_READ = "ec2_read"  # ec2:DescribeInstances
 
 
 class JobClock(enum.StrEnum):
@@ -73,10 +77,24 @@ class Job:
     # Jobs that only publish may accept a dry run too (judge, publish nothing).
     dry_run: bool | None = None  # None: as `mutating`
     environment: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # Further schedules, each with its label and input (the first is `schedule`), and
+    # EventBridge rules that invoke the job with their events.
+    more_schedules: tuple[Schedule, ...] = ()
+    event_rules: tuple[EventRule, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mutating and self.dry_run is False:
             raise ValueError(f"job {self.name!r} mutates, so it must accept a dry run")
+        labels = [s.label for s in self.schedules] + [r.label for r in self.event_rules]
+        if len(self.schedules) > 1 and (not all(labels) or len(set(labels)) != len(labels)):
+            raise ValueError(f"job {self.name!r}: several schedules need distinct labels, got {labels}")
+
+        if len({s.timezone for s in self.schedules}) > 1:
+            raise ValueError(f"job {self.name!r}: its schedules must share one time zone")
+
+    @property
+    def schedules(self) -> tuple[Schedule, ...]:
+        return (self.schedule, *self.more_schedules)
 
     @property
     def entry_point(self) -> str:

@@ -10,7 +10,11 @@ variables); here each need's environment turns into the thing a job uses:
 - `Need.METRICS`: a CloudWatch client for PutMetricData (`METRICS_NAMESPACE`);
 - `Need.METRICS_READ`: CloudWatch and Scheduler clients (`WATCHED_JOBS`);
 - `Need.ECS_READ`: an ECS client (`ECS_CLUSTER`, `ECS_SERVICE`);
-- `Need.STORAGE_READ`: an S3 client (`STORAGE_BUCKET`).
+- `Need.STORAGE_READ`: an S3 client (`STORAGE_BUCKET`);
+- `Need.GRAPH_REGISTRY`: the DynamoDB resource (`INSTANCE_REGISTRY_TABLE`, `GRAPH_REGISTRY_TABLE`);
+- `Need.GRAPH_API`: the graph nodes' API key (`GRAPH_API_KEY_SECRET_ARN`; locally `GRAPH_API_KEY`);
+- `Need.GRAPH_METRICS`: a CloudWatch client (`METRICS_NAMESPACE`, the graph namespace);
+- `Need.EC2_READ`: an EC2 client.
 
 `Resources` builds nothing until a run asks for it, and keeps what it built
 (credentials, the Redis connection, boto3 clients) for the life of the
@@ -33,6 +37,8 @@ from beatless.settings import Env, env_int
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_dynamodb import DynamoDBServiceResource
+    from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_ecs import ECSClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_scheduler import EventBridgeSchedulerClient
@@ -48,6 +54,8 @@ ENVIRONMENT = (
     "BROKER_PASSWORD_SECRET_ARN",
     "QUEUES",
     "BROKER_TRANSPORT_OPTIONS",
+    "GRAPH_API_KEY_SECRET_ARN",
+    "GRAPH_API_KEY",
     "JOB_SAFETY_MARGIN_MS",
 )
 
@@ -64,6 +72,7 @@ class Resources:
         self._lock = threading.Lock()
         self._database: Database | None = None
         self._broker: Broker | None = None
+        self._graph_api_key: str | None = None
 
     def database(self, job: Job) -> Database:
         """`Need.DATABASE`: connection settings and cached credentials (a connection per run).
@@ -121,6 +130,32 @@ class Resources:
         from beatless.aws import client
 
         return client("scheduler", **_timeouts(read_timeout, attempts))
+
+    def ec2(self) -> EC2Client:
+        from beatless.aws import client
+
+        return client("ec2")
+
+    def dynamodb(self) -> DynamoDBServiceResource:
+        from beatless.aws import dynamodb
+
+        return dynamodb()
+
+    def graph_api_key(self) -> str:
+        """`Need.GRAPH_API`: the key every graph node request carries (fetched once)."""
+        from beatless.secrets import CachedSecret
+        from beatless.settings import env_str
+
+        with self._lock:
+            if self._graph_api_key is None:
+                arn = env_str(self.env, "GRAPH_API_KEY_SECRET_ARN")
+                key = env_str(self.env, "GRAPH_API_KEY")
+                if (arn is None) == (key is None):
+                    raise InvalidInputError(
+                        "GRAPH_API_KEY_SECRET_ARN", "set exactly one of it and GRAPH_API_KEY"
+                    )
+                self._graph_api_key = key or CachedSecret(self.secretsmanager(), str(arn)).get()
+            return self._graph_api_key
 
     def secretsmanager(self) -> Any:
         from beatless.aws import client

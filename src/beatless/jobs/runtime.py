@@ -52,6 +52,8 @@ from beatless.timestamps import iso_z
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_dynamodb import DynamoDBServiceResource
+    from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_ecs import ECSClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_scheduler import EventBridgeSchedulerClient
@@ -123,7 +125,7 @@ class JobContext:
     def cloudwatch(
         self, *, read_timeout: float | None = None, attempts: int | None = None
     ) -> CloudWatchClient:
-        self._require(Need.METRICS, Need.METRICS_READ)
+        self._require(Need.METRICS, Need.METRICS_READ, Need.GRAPH_METRICS)
         return self.resources.cloudwatch(read_timeout=read_timeout, attempts=attempts)
 
     def ecs(self, *, read_timeout: float | None = None, attempts: int | None = None) -> ECSClient:
@@ -137,6 +139,18 @@ class JobContext:
     def scheduler(self) -> EventBridgeSchedulerClient:
         self._require(Need.METRICS_READ)
         return self.resources.scheduler()
+
+    def ec2(self) -> EC2Client:
+        self._require(Need.EC2_READ)
+        return self.resources.ec2()
+
+    def dynamodb(self) -> DynamoDBServiceResource:
+        self._require(Need.GRAPH_REGISTRY)
+        return self.resources.dynamodb()
+
+    def graph_api_key(self) -> str:
+        self._require(Need.GRAPH_API)
+        return self.resources.graph_api_key()
 
     def add(self, name: str, n: int) -> None:
         """Count `n` committed effects under `name` (snake_case; it becomes a metric)."""

@@ -17,8 +17,9 @@ import calendar
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
+from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from beatless.errors import InvalidInputError
@@ -48,10 +49,26 @@ def needs_watchdog(period_seconds: int) -> bool:
 
 @dataclass(frozen=True)
 class Schedule:
-    """An EventBridge Scheduler expression and the time zone it is read in."""
+    """An EventBridge Scheduler expression and the time zone it is read in.
+
+    A job with several schedules gives each a `label` (it names the schedule's
+    resources) and its own `input`: keys merged into the Scheduler's event (for
+    example `{"action": "health_check"}`)."""
 
     expression: str  # "rate(1 minute)" or "cron(min hour dom month dow year)"
     timezone: str = "UTC"
+    label: str = ""
+    input: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class EventRule:
+    """An EventBridge rule that invokes a job with the matching events, as they are
+    (the job's entry point turns them into its own input)."""
+
+    label: str  # names the rule's resources
+    source: str  # e.g. "aws.ec2"
+    detail_type: str  # e.g. "EC2 Instance State-change Notification"
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,15 @@ def _retries(job: Job) -> str:
     )
 
 
+def _triggers(job: Job) -> str:
+    """`rate(...)`, or for a job with several triggers each labelled with its input."""
+    if len(job.schedules) == 1 and not job.event_rules:
+        return f"`{job.schedule.expression}`"
+    parts = [f"`{s.expression}` " + ", ".join(f"{k}={v}" for k, v in s.input.items()) for s in job.schedules]
+    parts += [f"EventBridge rule: {rule.source} `{rule.detail_type}`" for rule in job.event_rules]
+    return "<br>".join(p.strip() for p in parts)
+
+
 def render_markdown() -> str:
     header = (
         "| job | schedule | time zone | timeout | memory | needs | retries | idempotency |\n"
@@ -29,7 +38,7 @@ def render_markdown() -> str:
     for job in JOBS:
         needs = ", ".join(sorted(n.value for n in job.needs)) or "—"
         rows.append(
-            f"| `{job.name}` | `{job.schedule.expression}` | {job.schedule.timezone} | "
+            f"| `{job.name}` | {_triggers(job)} | {job.schedule.timezone} | "
             f"{job.timeout_seconds} s | {job.memory_mb} MB | {needs} | {_retries(job)} | {job.idempotency} |"
         )
     return f"{BEGIN_MARKER}\n{header}" + "\n".join(rows) + f"\n{END_MARKER}"
