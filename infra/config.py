@@ -26,6 +26,14 @@ brokerNodeType, brokerPort, logRetentionDays, and for the scheduled jobs:
   verify against the public trust store, which the RDS CAs are not part of:
   they refuse a direct RDS instance (never connect unverified). Synth warns.
 * storageBucketName: an existing customer data bucket instead of creating one.
+* graph plane (the graph stack, `infra/stacks/graph.py`): graphInstanceType
+  (default r7g.large: Graviton; `ladybug` ships aarch64 and x86_64 wheels, the
+  image follows the type's architecture), graphMinNodes (1), graphMaxNodes (4),
+  graphDataVolumeGiB (200: each node's encrypted gp3 data volume),
+  graphNodeCapacity (50 databases per node), graphScaleOutBelowSlots (5: add
+  a node when fewer free slots remain; at most graphNodeCapacity, so one new
+  node clears the alarm), graphBackupRetentionDays (30: how long replaced
+  backup versions are kept).
 * testEventRegistry: `create` (default) makes the EventBridge schema registry
   `lambda-testevent-schemas` where the Lambda console keeps shareable test
   events (kept when the stack is deleted); `existing` when the console already
@@ -44,6 +52,7 @@ from typing import Any
 
 from beatless import metrics
 from beatless.errors import InvalidInputError
+from beatless.graphs import monitor as graph_monitor
 from beatless.jobs import JOBS, MONTHLY_ALLOCATION, Job, MonthlyTime, build_jobs
 from beatless.queues.scaling import ScalingParameters
 from beatless.queues.transport import TransportOptions, validate_queue_names
@@ -232,6 +241,46 @@ class StorageConfig:
     bucket_name: str | None = None  # None: create the customer data bucket
 
 
+# The graph node's API port: the node's default (`beatless.graphs.node.settings`),
+# set explicitly in its environment and opened to the graph clients only.
+GRAPH_NODE_PORT = 8700
+
+
+@dataclass(frozen=True)
+class GraphConfig:
+    """The graph plane: node group size and shape, scale-out threshold, data retention."""
+
+    instance_type: str = "r7g.large"  # memory-optimised: every open database has its own buffer pool
+    min_nodes: int = 1
+    max_nodes: int = 4
+    data_volume_gib: int = 200
+    node_capacity: int = 50  # GRAPH_NODE_CAPACITY: databases per node
+    scale_out_below_slots: int = 5  # AvailableSlots below this adds a node
+    backup_retention_days: int = 30  # noncurrent backup versions expire after this
+    upload_expiration_days: int = 30
+    staging_expiration_days: int = 7
+    node_port: int = GRAPH_NODE_PORT
+    # Where the kuzu_instance_monitor publishes (its METRICS_NAMESPACE) and the alarms read.
+    metrics_namespace: str = graph_monitor.DEFAULT_NAMESPACE
+
+    def __post_init__(self) -> None:
+        if not _INSTANCE_TYPE.match(self.instance_type):
+            raise InvalidInputError(
+                "context.graphInstanceType", f"must look like r7g.large, got {self.instance_type!r}"
+            )
+        if self.max_nodes < self.min_nodes:
+            raise InvalidInputError(
+                "context.graphMaxNodes",
+                f"must be at least graphMinNodes ({self.min_nodes}), got {self.max_nodes}",
+            )
+        if self.scale_out_below_slots > self.node_capacity:
+            raise InvalidInputError(
+                "context.graphScaleOutBelowSlots",
+                f"must be at most graphNodeCapacity ({self.node_capacity}): one new node must lift "
+                f"AvailableSlots above it, got {self.scale_out_below_slots}",
+            )
+
+
 @dataclass(frozen=True)
 class LambdaSource:
     """Where the Lambda bundle is built from."""
@@ -256,6 +305,7 @@ class Config:
     lambda_source: LambdaSource = field(default_factory=LambdaSource)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    graph: GraphConfig = field(default_factory=GraphConfig)
     test_event_registry: str = "create"
     events_dir: Path = REPO_ROOT / "events"
 
@@ -332,6 +382,7 @@ class Config:
             jobs=build_jobs(monthly_allocation=_monthly_allocation(get)),
             database=database,
             storage=StorageConfig(bucket_name=bucket),
+            graph=_graph(get),
             test_event_registry=registry,
         )
 
@@ -347,6 +398,23 @@ def _monthly_allocation(get: ContextGetter) -> MonthlyTime:
         return MonthlyTime(day=day, hour=hour)
     except ValueError as error:
         raise InvalidInputError("context.monthlyAllocationHour", str(error)) from None
+
+
+def _graph(get: ContextGetter) -> GraphConfig:
+    defaults = GraphConfig()
+    return GraphConfig(
+        instance_type=_text(get, "graphInstanceType") or defaults.instance_type,
+        min_nodes=_int(get, "graphMinNodes", defaults.min_nodes, minimum=1, maximum=100),
+        max_nodes=_int(get, "graphMaxNodes", defaults.max_nodes, minimum=1, maximum=100),
+        data_volume_gib=_int(get, "graphDataVolumeGiB", defaults.data_volume_gib, minimum=20, maximum=16_384),
+        node_capacity=_int(get, "graphNodeCapacity", defaults.node_capacity, minimum=1, maximum=10_000),
+        scale_out_below_slots=_int(
+            get, "graphScaleOutBelowSlots", defaults.scale_out_below_slots, minimum=1, maximum=10_000
+        ),
+        backup_retention_days=_int(
+            get, "graphBackupRetentionDays", defaults.backup_retention_days, minimum=1, maximum=3650
+        ),
+    )
 
 
 def _database(get: ContextGetter) -> DatabaseConfig:

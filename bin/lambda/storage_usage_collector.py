@@ -5,8 +5,8 @@ Trigger: EventBridge Scheduler, on the schedule of the registry entry
 the hour it is scheduled in (`hour_of` the scheduled time, never the clock).
 Reads: the customer data bucket STORAGE_BUCKET under STORAGE_PREFIX (default
 `graphs/`; `graphs/<graph>/tables/...` = tables, the rest = files), and the
-graph databases under GRAPH_DATA_DIR when set (local runs; the AWS graph nodes
-are not built yet, so a deployed run records graph bytes as 0).
+graph databases' sizes: from the graph registry GRAPH_REGISTRY_TABLE (as deployed:
+the size each graph node records) or, in local runs, the directory GRAPH_DATA_DIR.
 Side effects (PostgreSQL): one `storage_usage_snapshots` row per graph alive in
 that hour. Publishes Snapshots, SnapshotBytes, Remaining and JobSucceeded (EMF,
 Beatless/Jobs, Job=storage_usage_collector).
@@ -18,11 +18,18 @@ Rules in `beatless.storage.collector` and `beatless.storage.sources`.
 
 from __future__ import annotations
 
+from beatless.graphs.registry import Registries
 from beatless.jobs.entry import JobHandler, Work
 from beatless.jobs.runtime import JobContext, JobOutcome
 from beatless.settings import Env
 from beatless.storage.collector import CollectorSettings, collect_storage_usage
-from beatless.storage.sources import DirectoryGraphSizes, S3PrefixUsage, UsageSource, graph_size_usage
+from beatless.storage.sources import (
+    DirectoryGraphSizes,
+    RegistryGraphSizes,
+    S3PrefixUsage,
+    UsageSource,
+    graph_size_usage,
+)
 
 
 def work_for(env: Env) -> Work:
@@ -30,7 +37,10 @@ def work_for(env: Env) -> Work:
 
     def work(ctx: JobContext) -> JobOutcome:
         sources: list[UsageSource] = [S3PrefixUsage(ctx.s3(), settings.bucket, settings.prefix)]
-        if settings.graph_data_dir is not None:
+        if settings.graph_table is not None:
+            registries = Registries(ctx.dynamodb(), settings.instance_table or "", settings.graph_table)
+            sources.append(graph_size_usage(RegistryGraphSizes(registries)))
+        elif settings.graph_data_dir is not None:
             sources.append(graph_size_usage(DirectoryGraphSizes(settings.graph_data_dir)))
         return collect_storage_usage(ctx, sources=sources)
 

@@ -24,6 +24,7 @@ from beatless.errors import ConfigurationError
 from beatless.jobs import Job, Need
 from infra.components.customer_data import StorageAccess
 from infra.components.database import DatabaseAccess
+from infra.components.graph_registry import GraphRegistryAccess
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,18 @@ class WatchdogAccess:
 
 
 @dataclass(frozen=True)
+class GraphApiAccess:
+    """What `Need.GRAPH_API` gives a job: the network path to the graph nodes' API
+    (the group their security group accepts), their API key secret and their group."""
+
+    vpc: ec2.IVpc
+    subnets: ec2.SubnetSelection
+    client_security_group: ec2.ISecurityGroup
+    api_key_secret: secretsmanager.ISecret
+    asg_name: str  # GRAPH_ASG_NAME
+
+
+@dataclass(frozen=True)
 class JobResources:
     """Everything the stack can grant; a job receives only what its needs name."""
 
@@ -64,6 +77,9 @@ class JobResources:
     database: DatabaseAccess | None = None
     storage: StorageAccess | None = None
     watchdog: WatchdogAccess | None = None
+    graph_registry: GraphRegistryAccess | None = None
+    graph_api: GraphApiAccess | None = None
+    graph_metrics_namespace: str | None = None
 
 
 @dataclass
@@ -79,7 +95,9 @@ class Grant:
 
     def place(self, vpc: ec2.IVpc, subnets: ec2.SubnetSelection, group: ec2.ISecurityGroup) -> None:
         if self.vpc is not None and self.vpc is not vpc:
-            raise ConfigurationError("a job's broker and database must be in the same VPC")
+            raise ConfigurationError(
+                "what a job reaches in a VPC (broker, database, graph nodes) must be in one VPC"
+            )
         self.vpc, self.subnets = vpc, subnets
         self.security_groups.append(group)
 
@@ -165,6 +183,50 @@ def _grant_ecs_read(job: Job, resources: JobResources, grant: Grant) -> None:
     grant.environment["ECS_SERVICE"] = service.service_name
 
 
+def _grant_graph_registry(job: Job, resources: JobResources, grant: Grant) -> None:
+    registry = _provided(resources.graph_registry, job, Need.GRAPH_REGISTRY)
+    # One grant for every job that declares the need (the monitor, the usage collector):
+    # items of the two tables and the graph table's instance index, nothing else.
+    grant.statements.extend(registry.statements())
+    grant.environment.update(registry.environment)
+
+
+def _grant_graph_api(job: Job, resources: JobResources, grant: Grant) -> None:
+    api = _provided(resources.graph_api, job, Need.GRAPH_API)
+    grant.place(api.vpc, api.subnets, api.client_security_group)
+    grant.read_secret(api.api_key_secret)
+    grant.environment["GRAPH_API_KEY_SECRET_ARN"] = api.api_key_secret.secret_arn
+    grant.environment["GRAPH_ASG_NAME"] = api.asg_name
+
+
+def _grant_graph_metrics(job: Job, resources: JobResources, grant: Grant) -> None:
+    namespace = _provided(resources.graph_metrics_namespace, job, Need.GRAPH_METRICS)
+    if Need.METRICS in job.needs:
+        raise ConfigurationError(
+            f"job {job.name!r} needs both {Need.METRICS.value!r} and {Need.GRAPH_METRICS.value!r}: "
+            "each sets METRICS_NAMESPACE, so a job publishes to one of them"
+        )
+    grant.statements.append(
+        iam.PolicyStatement(
+            actions=["cloudwatch:PutMetricData"],
+            resources=["*"],  # PutMetricData has no resource type; the namespace condition scopes it
+            conditions={"StringEquals": {"cloudwatch:namespace": [namespace]}},
+        )
+    )
+    grant.environment["METRICS_NAMESPACE"] = namespace
+    grant.wildcard_reasons.append(
+        "cloudwatch:PutMetricData has no resource type and is scoped by the cloudwatch:namespace "
+        f"condition to the graph namespace ({namespace}) instead"
+    )
+
+
+def _grant_ec2_read(job: Job, resources: JobResources, grant: Grant) -> None:
+    grant.statements.append(iam.PolicyStatement(actions=["ec2:DescribeInstances"], resources=["*"]))
+    grant.wildcard_reasons.append(
+        "ec2:DescribeInstances supports no resource-level permissions (it lists instances by filter)"
+    )
+
+
 NEED_GRANTS: dict[Need, Callable[[Job, JobResources, Grant], None]] = {
     Need.BROKER: _grant_broker,
     Need.METRICS: _grant_metrics,
@@ -172,6 +234,10 @@ NEED_GRANTS: dict[Need, Callable[[Job, JobResources, Grant], None]] = {
     Need.DATABASE: _grant_database,
     Need.STORAGE_READ: _grant_storage_read,
     Need.METRICS_READ: _grant_metrics_read,
+    Need.GRAPH_REGISTRY: _grant_graph_registry,
+    Need.GRAPH_API: _grant_graph_api,
+    Need.GRAPH_METRICS: _grant_graph_metrics,
+    Need.EC2_READ: _grant_ec2_read,
 }
 
 

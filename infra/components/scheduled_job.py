@@ -2,9 +2,15 @@
 
 * a Lambda (python3.12, handler `<name>.handler`, the entry's timeout, memory
   and environment defaults) with its own log group (retention) and its own role;
-* an EventBridge Scheduler schedule (the entry's expression and time zone,
-  flexible window off, input `beatless.events.SCHEDULER_INPUT`, the entry's
-  retry policy) with an encrypted, TLS-only SQS dead-letter queue;
+* an EventBridge Scheduler schedule per entry of `job.schedules` (its
+  expression and time zone, flexible window off, input
+  `beatless.events.SCHEDULER_INPUT` merged with the schedule's own `input`,
+  the entry's retry policy) with an encrypted, TLS-only SQS dead-letter queue
+  shared by all of them; the first keeps the construct id `Schedule`, further
+  ones are `Schedule<Label>`;
+* an EventBridge rule per entry of `job.event_rules` (its source and
+  detail type) invoking the function with the event as it is, with the
+  entry's retries and maximum event age and the same dead-letter queue;
 * Lambda's async invoke config (the entry's retries and maximum event age);
 * an `Errors` alarm and a missed-run alarm, both to SNS (see below);
 * the grants and environment of each `Need` the entry declares
@@ -28,6 +34,7 @@ unless it brings a new kind of `Need`, which fails the synth until one of
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +42,8 @@ from dataclasses import dataclass
 from aws_cdk import Acknowledgment, Duration, Stack, Validations
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -47,7 +56,7 @@ from beatless import metrics
 from beatless.errors import ConfigurationError
 from beatless.events import SCHEDULER_INPUT
 from beatless.jobs import DAY, HOUR, Job
-from beatless.jobs.schedules import missed_run_window_seconds, needs_watchdog
+from beatless.jobs.schedules import EventRule, Schedule, missed_run_window_seconds, needs_watchdog
 from infra.components.job_grants import Grant, JobResources, grant_for
 from infra.components.lambda_role import lambda_execution_role
 
@@ -75,6 +84,18 @@ def direct_alarm_plan(job: Job) -> DirectAlarmPlan | None:
         return DirectAlarmPlan(window, 1, window // 60)
     hours = math.ceil(window / HOUR)
     return DirectAlarmPlan(HOUR, hours, hours * 60)
+
+
+def pascal(label: str) -> str:
+    """`ec2_state_change` -> `Ec2StateChange` (construct ids of a job's further schedules and rules)."""
+    return "".join(part.capitalize() for part in label.replace("-", "_").split("_"))
+
+
+def schedule_input(schedule: Schedule) -> str:
+    """The Scheduler target input: SCHEDULER_INPUT, plus the schedule's own keys."""
+    if not schedule.input:
+        return SCHEDULER_INPUT
+    return json.dumps({**json.loads(SCHEDULER_INPUT), **schedule.input})
 
 
 def overdue_alarm_period_seconds(watchdog: Job) -> int:
@@ -132,10 +153,17 @@ class ScheduledJob(Construct):
             enforce_ssl=True,
             retention_period=Duration.days(14),
         )
-        self.schedule = self._build_schedule()
+        self.schedule_role = self._build_schedule_role()
+        self.schedules = [
+            self._build_schedule(schedule, "Schedule" if n == 0 else f"Schedule{pascal(schedule.label)}")
+            for n, schedule in enumerate(job.schedules)
+        ]
+        self.schedule = self.schedules[0]
+        self.rules = [self._build_rule(rule) for rule in job.event_rules]
         for dependency in after:
             self.function.node.add_dependency(dependency)
-            self.schedule.node.add_dependency(dependency)
+            for built in (*self.schedules, *self.rules):
+                built.node.add_dependency(dependency)
         self.errors_alarm = self._build_errors_alarm(alarm_topic)
         self.missed_run_alarm = self._build_missed_run_alarm(alarm_topic, watchdog)
         self._acknowledge()
@@ -143,8 +171,8 @@ class ScheduledJob(Construct):
             Acknowledgment(
                 id="AwsSolutions::AwsSolutions-SQS3",
                 reason=(
-                    "This queue IS a dead-letter queue: EventBridge Scheduler's DeadLetterConfig for "
-                    "this job's schedule (cdk-nag only recognises SQS redrive policies as DLQ use)."
+                    "This queue IS a dead-letter queue: the DeadLetterConfig of this job's EventBridge "
+                    "schedules and rules (cdk-nag only recognises SQS redrive policies as DLQ use)."
                 ),
             )
         )
@@ -161,11 +189,12 @@ class ScheduledJob(Construct):
             wildcard_reasons=grant.wildcard_reasons,
         )
 
-    def _build_schedule(self) -> scheduler.CfnSchedule:
-        # L1 with our own role: the L2 target grants invoke on `<function>:*`
-        # (every version and alias) where the function itself is all we call.
+    def _build_schedule_role(self) -> iam.Role:
+        # One role for all the job's schedules (L1 schedules with our own role: the
+        # L2 target grants invoke on `<function>:*`, every version and alias, where
+        # the function itself is all we call).
         job = self.job
-        role = iam.Role(
+        return iam.Role(
             self,
             "ScheduleRole",
             assumed_by=iam.ServicePrincipal(
@@ -186,25 +215,47 @@ class ScheduledJob(Construct):
                 )
             },
         )
-        Schedule = scheduler.CfnSchedule
-        return Schedule(
+
+    def _build_schedule(self, schedule: Schedule, id: str) -> scheduler.CfnSchedule:
+        job = self.job
+        name = f"{job.name} {schedule.label}" if schedule.label else job.name
+        cfn = scheduler.CfnSchedule
+        return cfn(
             self,
-            "Schedule",
-            description=f"{job.name}: {job.schedule.expression} ({job.schedule.timezone})",
-            schedule_expression=job.schedule.expression,
-            schedule_expression_timezone=job.schedule.timezone,
-            flexible_time_window=Schedule.FlexibleTimeWindowProperty(mode="OFF"),
+            id,
+            description=f"{name}: {schedule.expression} ({schedule.timezone})",
+            schedule_expression=schedule.expression,
+            schedule_expression_timezone=schedule.timezone,
+            flexible_time_window=cfn.FlexibleTimeWindowProperty(mode="OFF"),
             state="ENABLED",
-            target=Schedule.TargetProperty(
+            target=cfn.TargetProperty(
                 arn=self.function.function_arn,
-                role_arn=role.role_arn,
-                input=SCHEDULER_INPUT,
-                retry_policy=Schedule.RetryPolicyProperty(
+                role_arn=self.schedule_role.role_arn,
+                input=schedule_input(schedule),
+                retry_policy=cfn.RetryPolicyProperty(
                     maximum_retry_attempts=job.retry.scheduler_attempts,
                     maximum_event_age_in_seconds=job.retry.max_event_age_seconds,
                 ),
-                dead_letter_config=Schedule.DeadLetterConfigProperty(arn=self.dead_letter_queue.queue_arn),
+                dead_letter_config=cfn.DeadLetterConfigProperty(arn=self.dead_letter_queue.queue_arn),
             ),
+        )
+
+    def _build_rule(self, rule: EventRule) -> events.Rule:
+        """The event reaches the function as it is (the entry point translates it)."""
+        job = self.job
+        return events.Rule(
+            self,
+            f"Rule{pascal(rule.label)}",
+            description=f"{job.name} {rule.label}: {rule.source} / {rule.detail_type}",
+            event_pattern=events.EventPattern(source=[rule.source], detail_type=[rule.detail_type]),
+            targets=[
+                targets.LambdaFunction(
+                    self.function,
+                    dead_letter_queue=self.dead_letter_queue,
+                    retry_attempts=job.retry.scheduler_attempts,
+                    max_event_age=Duration.seconds(job.retry.max_event_age_seconds),
+                )
+            ],
         )
 
     def _build_errors_alarm(self, topic: sns.ITopic) -> cloudwatch.Alarm:

@@ -11,7 +11,7 @@ only on tasks of this cluster.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -104,7 +104,9 @@ class WorkerService(Construct):
         metrics_namespace: str,
         image: WorkerImage,
         log_retention: logs.RetentionDays,
+        extra_security_groups: Sequence[ec2.ISecurityGroup] = (),
     ):
+        """`extra_security_groups`: client groups of further services the tasks call (the graph nodes)."""
         super().__init__(scope, id)
         self.config = config
         self.cluster = ecs.Cluster(
@@ -154,7 +156,7 @@ class WorkerService(Construct):
             cluster=self.cluster,
             task_definition=self.task_definition,
             vpc_subnets=subnets,
-            security_groups=[broker_security_group],
+            security_groups=[broker_security_group, *extra_security_groups],
             assign_public_ip=False,
             min_healthy_percent=100,
             max_healthy_percent=200,

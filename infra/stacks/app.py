@@ -1,7 +1,10 @@
 """Composes the Beatless stacks from a `Config`.
 
-network -> broker -> data -> monitoring -> worker -> jobs: each stack only
-points "down" this list (monitoring refers to nothing), so there are no cycles.
+network -> broker -> data -> monitoring -> graph -> worker -> jobs: each stack
+only points "down" this list (monitoring refers to nothing; graph only to the
+network), so there are no cycles. The worker tasks and the jobs that call the
+graph nodes join the graph stack's client group; nothing in the graph stack
+refers to them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from infra.components.job_grants import BrokerAccess, JobResources, WorkerServic
 from infra.config import RETENTION_DAYS, Config
 from infra.stacks.broker import BrokerStack
 from infra.stacks.data import DataStack
+from infra.stacks.graph import GraphStack
 from infra.stacks.jobs import ScheduledJobsStack
 from infra.stacks.monitoring import MonitoringStack
 from infra.stacks.network import NetworkStack
@@ -28,13 +32,16 @@ class BeatlessStacks:
     broker: BrokerStack
     data: DataStack
     monitoring: MonitoringStack
+    graph: GraphStack
     worker: WorkerStack
     jobs: ScheduledJobsStack
 
     def all(
         self,
-    ) -> tuple[NetworkStack, BrokerStack, DataStack, MonitoringStack, WorkerStack, ScheduledJobsStack]:
-        return (self.network, self.broker, self.data, self.monitoring, self.worker, self.jobs)
+    ) -> tuple[
+        NetworkStack, BrokerStack, DataStack, MonitoringStack, GraphStack, WorkerStack, ScheduledJobsStack
+    ]:
+        return (self.network, self.broker, self.data, self.monitoring, self.graph, self.worker, self.jobs)
 
 
 def build(app: App, config: Config) -> BeatlessStacks:
@@ -52,6 +59,14 @@ def build(app: App, config: Config) -> BeatlessStacks:
         network=network.network,
     )
     monitoring = MonitoringStack(app, f"{p}Monitoring", env=env, config=config)
+    graph = GraphStack(
+        app,
+        f"{p}Graph",
+        env=env,
+        config=config.graph,
+        network=network.network,
+        repo_root=config.lambda_source.repo_root,
+    )
     worker = WorkerStack(
         app,
         f"{p}Workers",
@@ -62,6 +77,7 @@ def build(app: App, config: Config) -> BeatlessStacks:
         metrics_namespace=config.metrics_namespace,
         repo_root=config.lambda_source.repo_root,
         log_retention=retention,
+        graph_client_security_group=graph.client_security_group,
     )
     redis = broker.broker
     resources = JobResources(
@@ -85,6 +101,9 @@ def build(app: App, config: Config) -> BeatlessStacks:
             service_name=worker.workers.service.service_name,
             service_arn=worker.workers.service.service_arn,
         ),
+        graph_registry=graph.registry.access,
+        graph_api=graph.api_access,
+        graph_metrics_namespace=config.graph.metrics_namespace,
     )
     jobs = ScheduledJobsStack(
         app,
@@ -106,7 +125,7 @@ def build(app: App, config: Config) -> BeatlessStacks:
             "the jobs verify the database certificate against the public trust store, which "
             "refuses a direct RDS instance (they never connect unverified).",
         )
-    stacks = BeatlessStacks(network, broker, data, monitoring, worker, jobs)
+    stacks = BeatlessStacks(network, broker, data, monitoring, graph, worker, jobs)
     for stack in stacks.all():
         Tags.of(stack).add("project", "beatless")
     return stacks

@@ -4,7 +4,9 @@ code asset; the schema migration they wait for; their console test events.
 Order inside the stack: the migration custom resource (when any job needs the
 database) before the functions and schedules of the jobs that need it; every
 other job; then the watchdog (a job with `Need.METRICS_READ`), whose
-environment lists the schedules of the jobs it judges.
+environment lists the schedules of the jobs it judges (jobs whose period
+needs it; each has one schedule: a job with several, such as the
+kuzu_instance_monitor, has a short period and a direct missed-run alarm).
 """
 
 from __future__ import annotations
@@ -97,6 +99,13 @@ class ScheduledJobsStack(Stack):
 
         self.jobs = {job.name: build(job, resources) for job in jobs if job is not watchdog}
         self.watched = [name for name, built in self.jobs.items() if needs_watchdog(built.job.period_seconds)]
+        several = [name for name in self.watched if len(self.jobs[name].job.schedules) > 1]
+        if several:
+            # WATCHED_JOBS names one schedule per job (beatless.watchdog.parse_watched_jobs).
+            raise ConfigurationError(
+                f"jobs {several} have several schedules and a period the watchdog must judge, "
+                "which judges one schedule per job"
+            )
         if watchdog is not None:
             watched_jobs = [
                 {

@@ -1,4 +1,6 @@
-"""The worker stack: the Celery worker service and its queue-depth autoscaling."""
+"""The worker stack: the Celery worker service and its queue-depth autoscaling.
+
+The tasks join the broker's client group and, when given, the graph nodes' client group."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from aws_cdk import Stack
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
@@ -28,6 +31,7 @@ class WorkerStack(Stack):
         metrics_namespace: str,
         repo_root: Path,
         log_retention: logs.RetentionDays,
+        graph_client_security_group: ec2.ISecurityGroup | None = None,
         **kwargs: Any,
     ):
         super().__init__(scope, id, **kwargs)
@@ -38,6 +42,8 @@ class WorkerStack(Stack):
             vpc=network.vpc,
             subnets=network.private_subnets,
             broker_security_group=broker.client_security_group,
+            # Graph and ingestion tasks call the graph nodes' API.
+            extra_security_groups=[graph_client_security_group] if graph_client_security_group else [],
             broker_url=broker.url,
             broker_password=broker.auth_token,
             metrics_namespace=metrics_namespace,

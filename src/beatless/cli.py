@@ -26,11 +26,13 @@ def _local(args: argparse.Namespace) -> int:
         max_workers=args.max_workers,
         timeout_seconds=args.timeout,
         wait_for_scale_in=not args.no_scale_in,
+        graph_nodes=args.graph_nodes,
     )
     report = run(options)
     if not report.ok:
         print(
-            f"FAILED: {report.tasks} tasks sent, {report.applied} applied once, effect total {report.total}",
+            f"FAILED: {report.tasks} tasks sent, {report.applied} applied once, effect total {report.total}"
+            + ("" if report.graph_plane is None or report.graph_plane.ok else "; the graph plane failed"),
             file=sys.stderr,
         )
         return 1
@@ -71,28 +73,19 @@ def _db_migrate(args: argparse.Namespace) -> int:
 
 def _job(args: argparse.Namespace) -> int:
     """Run one registry job's Lambda handler here, against $DATABASE_URL etc."""
-    import importlib.util
     import json
-    from pathlib import Path
 
     from beatless.jobs import job
     from beatless.local.context import LocalContext
+    from beatless.local.handlers import entry_point_handler
 
     entry = job(args.name)
-    path = Path(__file__).resolve().parents[2] / entry.entry_point
-    if not path.exists():
-        raise InvalidInputError(
-            "name", f"{entry.entry_point} not found: `beatless job` runs from a source checkout"
-        )
+    handler = entry_point_handler(entry.name)
     try:
         event = json.loads(args.event) if args.event else {}
     except json.JSONDecodeError as exc:
         raise InvalidInputError("--event", f"is not valid JSON ({exc.msg})") from None
-    spec = importlib.util.spec_from_file_location(entry.name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    print(json.dumps(module.handler(event, LocalContext(entry)), indent=2, default=str))
+    print(json.dumps(handler(event, LocalContext(entry)), indent=2, default=str))
     return 0
 
 
@@ -113,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     local.add_argument("--max-workers", type=int, default=4, help="most worker processes (default 4)")
     local.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
     local.add_argument("--no-scale-in", action="store_true", help="stop once the queues drained")
+    local.add_argument("--graph-nodes", type=int, default=2, help="graph nodes to start (default 2; 0: none)")
     local.set_defaults(func=_local)
     jobs = sub.add_parser("jobs", help="list the scheduled jobs of the registry")
     jobs.add_argument("--markdown", action="store_true", help="the README's table")

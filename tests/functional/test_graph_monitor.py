@@ -5,6 +5,8 @@ orphans. One transient failure deletes nothing; a failing step raises after the 
 
 from __future__ import annotations
 
+import importlib
+import json
 import shutil
 import signal
 import time
@@ -15,6 +17,7 @@ from typing import Any
 import boto3
 import pytest
 
+from beatless.errors import InvalidInputError
 from beatless.graphs.monitor import (
     Action,
     Clients,
@@ -24,8 +27,10 @@ from beatless.graphs.monitor import (
     maintain,
 )
 from beatless.graphs.registry import GraphStatus, InstanceStatus, Registries, create_tables
+from beatless.jobs.resources import reset_resources
 from beatless.local.servers import GraphNodeServer, free_port
 from beatless.timestamps import iso_z
+from tests.support.lambda_context import FakeLambdaContext
 
 pytestmark = pytest.mark.slow
 
@@ -172,13 +177,8 @@ def test_full_maintenance(world: dict[str, Any]) -> None:
     assert metric("InstancesPastGrace") == [1.0]
 
     graphs = {g.graph_id: g.status.value for g in registries.all_graphs()}
-    assert (
-        graphs
-        == {"deleted-6-days": "deleted", "live": "active"}
-        | {
-            # the terminated instance's graphs were orphaned, and cleanup (the third step) removed them
-        }
-    )
+    # The terminated instance's graphs were orphaned, and cleanup (the third step) removed them.
+    assert graphs == {"deleted-6-days": "deleted", "live": "active"}
     assert sorted(report.orphaned_graphs) == ["on-terminated-1", "on-terminated-2"]
     assert sorted(report.graphs_removed) == ["deleted-8-days", "on-terminated-1", "on-terminated-2", "orphan"]
 
@@ -229,3 +229,110 @@ def test_a_failing_step_raises_after_the_others_ran(world: dict[str, Any]) -> No
     assert after[ids["stopped"]] == "unhealthy"  # the other instances were still judged
     assert metric("AvailableSlots") and metric("MonitorErrors")[0] >= 2  # metrics went out before the raise
     assert len(failed.value.failures) >= 2
+
+
+def rows(registries: Registries) -> tuple[list[Any], list[Any]]:
+    return (
+        sorted(registries.instances.scan(ConsistentRead=True)["Items"], key=str),
+        sorted(registries.graphs.scan(ConsistentRead=True)["Items"], key=str),
+    )
+
+
+STATE_CHANGE = {
+    "version": "0",
+    "id": "7bf73129-1428-4cd3-a780-95db273d1602",
+    "detail-type": "EC2 Instance State-change Notification",
+    "source": "aws.ec2",
+    "account": "123456789012",
+    "time": "2026-11-23T09:12:00Z",
+    "region": "us-east-1",
+    "resources": [],
+    "detail": {"state": "stopped"},
+}
+
+
+@pytest.fixture
+def lambda_handler(world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+    for name, value in {
+        "INSTANCE_REGISTRY_TABLE": "instances",
+        "GRAPH_REGISTRY_TABLE": "graphs",
+        "GRAPH_API_KEY": KEY,
+        "METRICS_NAMESPACE": "Beatless/Graph",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("GRAPH_API_KEY_SECRET_ARN", raising=False)
+    reset_resources()
+    yield importlib.import_module("kuzu_instance_monitor").handler
+    reset_resources()
+
+
+def test_the_lambda_reads_the_node_key_from_secrets_manager(
+    world: dict[str, Any], lambda_handler: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids, registries = world["ids"], world["registries"]
+    secret = boto3.client("secretsmanager").create_secret(Name="graph-api-key", SecretString=KEY)
+    monkeypatch.delenv("GRAPH_API_KEY")
+    monkeypatch.setenv("GRAPH_API_KEY_SECRET_ARN", secret["ARN"])
+    reset_resources()
+    summary = lambda_handler({"action": "health_check", "instance_id": ids["healthy"]}, FakeLambdaContext())
+    assert summary["healthy"] == 1  # the node accepted the key from the secret (a wrong key: 401)
+    assert registries.instance(ids["healthy"]).status is InstanceStatus.HEALTHY  # type: ignore[union-attr]
+    secret_wrong = boto3.client("secretsmanager").create_secret(Name="wrong-key", SecretString="x" * 30)
+    monkeypatch.setenv("GRAPH_API_KEY_SECRET_ARN", secret_wrong["ARN"])
+    reset_resources()
+    summary = lambda_handler({"action": "health_check", "instance_id": ids["healthy"]}, FakeLambdaContext())
+    assert summary["marked_unhealthy"] == [ids["healthy"]]
+
+
+def test_the_lambda_runs_a_state_change_as_a_check_of_that_instance(
+    world: dict[str, Any], lambda_handler: Any
+) -> None:
+    ids, registries = world["ids"], world["registries"]
+    before = statuses(registries)
+    event = {**STATE_CHANGE, "detail": {"instance-id": ids["stopped"], "state": "stopped"}}
+    summary = lambda_handler(event, FakeLambdaContext())
+    assert summary["action"] == "health_check" and summary["checked"] == 1
+    assert summary["scheduled_time"] == "2026-11-23T09:12:00Z"
+    after = statuses(registries)
+    assert after[ids["stopped"]] == "unhealthy"
+    assert {k: v for k, v in after.items() if k != ids["stopped"]} == {
+        k: v for k, v in before.items() if k != ids["stopped"]
+    }
+    json.dumps(summary)
+
+
+MALFORMED: list[tuple[dict[str, Any], str]] = [
+    ({}, "action"),
+    ({"dry_run": True}, "action"),
+    ({"action": "reboot"}, "action"),
+    ({"action": 5}, "action"),
+    ({"action": ["health_check"]}, "action"),
+    ({"action": "health_check", "instance_id": 7}, "instance_id"),
+    ({"action": "health_check", "instance_id": ""}, "instance_id"),
+    ({"action": "cleanup_graphs", "dry_run": "no"}, "dry_run"),
+    ({"action": "cleanup_graphs", "retention_days": 1}, "retention_days"),
+    ({**STATE_CHANGE, "source": "aws.autoscaling"}, "source"),
+    ({**STATE_CHANGE, "detail": "i-0123"}, "detail"),
+    ({**STATE_CHANGE, "detail": {"state": "stopped"}}, "detail.instance-id"),
+    ({**STATE_CHANGE, "detail": {"instance-id": "i-0123456789abcdef0"}}, "detail.state"),
+    (
+        {
+            **STATE_CHANGE,
+            "detail": {"instance-id": "i-0123456789abcdef0", "state": "stopped"},
+            "time": "now",
+        },
+        "time",
+    ),
+]
+
+
+def test_malformed_events_are_rejected_naming_the_field_and_change_nothing(
+    world: dict[str, Any], lambda_handler: Any
+) -> None:
+    before = rows(world["registries"])
+    for event, field in MALFORMED:
+        with pytest.raises(InvalidInputError) as info:
+            lambda_handler(event, FakeLambdaContext())
+        assert info.value.field == field, event
+    assert rows(world["registries"]) == before
+    assert metric("AvailableSlots") == []  # rejected before anything ran

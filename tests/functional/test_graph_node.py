@@ -380,3 +380,12 @@ def test_the_node_registers_reports_health_and_sizes_and_stops_cleanly(
     # SIGTERM: uvicorn finishes, the lifespan closes every database, then it re-raises the signal.
     assert node.stop() in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in node.log.read_text()
+
+
+def test_the_node_reads_its_key_from_secrets_manager(aws: str, tmp_path: Path) -> None:
+    secret = boto3.client("secretsmanager").create_secret(Name="graph-api-key", SecretString="s" * 40)
+    with GraphNodeServer(node_env(), tmp_path / "data", "s" * 40, api_key_secret_arn=secret["ARN"]) as server:
+        assert "GRAPH_API_KEY" not in server.env  # only the secret's ARN reaches the process
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert client.get("/health", headers={"X-Api-Key": "s" * 40}).status_code == 200
+            assert client.get("/health", headers={"X-Api-Key": KEY}).status_code == 401

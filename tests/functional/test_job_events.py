@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from beatless.errors import InvalidInputError
-from beatless.jobs import JOBS, Job, JobClock
+from beatless.jobs import JOBS, Job, JobClock, Need
 from beatless.timestamps import iso_z
 from tests.support.lambda_context import FakeLambdaContext
 from tests.support.needs import JobEnvironment
@@ -57,6 +57,11 @@ MALFORMED: list[tuple[Any, str]] = [
 
 def handler(job: Job) -> Any:
     return importlib.import_module(job.name).handler
+
+
+def scheduled(job: Job, event: Any) -> Any:
+    """`event` as the job's (first) schedule sends it: with that schedule's input."""
+    return {**job.schedule.input, **event} if isinstance(event, dict) else event
 
 
 @pytest.fixture
@@ -97,7 +102,11 @@ def test_every_console_event_runs(
     after = environment.observe(capsys.readouterr().out)
     if job.mutating:
         assert after.database == before.database
-        assert after.cloudwatch_metrics == [] and after.stdout_metrics == []  # a dry run publishes nothing
+        assert after.graph_registries == before.graph_registries
+        if Need.GRAPH_METRICS not in job.needs:  # the graph monitor publishes capacity in a dry run too
+            assert (
+                after.cloudwatch_metrics == [] and after.stdout_metrics == []
+            )  # a dry run publishes nothing
 
 
 @pytest.mark.parametrize("job", JOBS, ids=lambda j: j.name)
@@ -109,10 +118,11 @@ def test_malformed_events_are_rejected_naming_the_field_and_change_nothing(
     refused = [] if job.accepts_dry_run else [({"dry_run": True}, "dry_run")]  # it has no dry run
     for event, field in [*MALFORMED, *refused]:
         with pytest.raises(InvalidInputError) as info:
-            handler(job)(event, FakeLambdaContext())
+            handler(job)(scheduled(job, event), FakeLambdaContext())
         assert (info.value.field, field in str(info.value)) == (field, True), event
     after = environment.observe(capsys.readouterr().out)
     assert after.database == before.database
+    assert after.graph_registries == before.graph_registries
     assert after.cloudwatch_metrics == [] and after.stdout_metrics == []
 
 
@@ -120,7 +130,7 @@ def test_malformed_events_are_rejected_naming_the_field_and_change_nothing(
 def test_no_job_acts_on_a_time_later_than_its_clock(job: Job, environment: JobEnvironment) -> None:
     environment.prepare(job)
     ahead = datetime.now(UTC) + timedelta(hours=2)  # a console mistake
-    event: dict[str, Any] = {"scheduled_time": iso_z(ahead)}
+    event: dict[str, Any] = scheduled(job, {"scheduled_time": iso_z(ahead)})
     if job.accepts_dry_run:
         event["dry_run"] = True
     clock_before = _clock(job, environment)

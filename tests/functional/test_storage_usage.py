@@ -15,8 +15,9 @@ import psycopg
 import pytest
 
 import storage_usage_collector
-from beatless.aws import client
+from beatless.aws import client, dynamodb
 from beatless.errors import InvalidInputError
+from beatless.graphs.registry import create_tables
 from beatless.storage import S3PrefixUsage, collect_storage_usage
 from tests.support.database import snapshot
 from tests.support.jobs import (
@@ -40,6 +41,7 @@ HOUR = T.replace(minute=0)
 def s3(aws_inprocess: None, monkeypatch: pytest.MonkeyPatch, dsn: str) -> Iterator[Any]:
     monkeypatch.setenv("STORAGE_BUCKET", BUCKET)
     monkeypatch.delenv("GRAPH_DATA_DIR", raising=False)
+    monkeypatch.delenv("GRAPH_REGISTRY_TABLE", raising=False)
     s3 = client("s3")
     s3.create_bucket(Bucket=BUCKET)
     yield s3
@@ -120,6 +122,48 @@ def test_one_snapshot_per_graph_with_the_bytes_of_each_category(
     (document,) = emf_documents(capsys.readouterr().out)
     assert document["Job"] == JOB and document["Snapshots"] == [5]
     assert (document["Remaining"], document["JobSucceeded"]) == ([0], [1])
+
+
+def test_graph_bytes_come_from_the_graph_registry_as_deployed(
+    conn: psycopg.Connection, s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create_tables(client("dynamodb"), "instances", "graph-registry")
+    monkeypatch.setenv("INSTANCE_REGISTRY_TABLE", "instances")
+    monkeypatch.setenv("GRAPH_REGISTRY_TABLE", "graph-registry")
+    table = dynamodb().Table("graph-registry")
+    statuses = ["active", "creating", "deleted", "orphaned"]
+    expected = {}
+    for n in range(230):  # more than one BatchGetItem (100 keys)
+        graph_id = f"g{n:03d}"
+        graph(conn, graph_id)
+        if n % 5 == 4:
+            expected[graph_id] = 0  # the registry does not know it
+            continue
+        status = statuses[n % 5 % 4]
+        table.put_item(
+            Item={"graph_id": graph_id, "instance_id": "i-1", "status": status, "size_bytes": n * 1000}
+        )
+        expected[graph_id] = n * 1000 if status in ("active", "creating") else 0  # no database any more
+    put(s3, "graphs/g001/files/a", 7)
+
+    summary = run(tick(T))
+
+    assert summary["sources"] == [f"s3://{BUCKET}/graphs/", "graph_registry:graph-registry"]
+    recorded = {graph_id: row[2] for (graph_id, _), row in snapshots(conn).items()}
+    assert recorded == expected
+    assert snapshots(conn)[("g001", HOUR)] == (7, 0, 1000, 0, 1007)
+
+
+def test_the_registry_and_a_directory_cannot_both_measure_graphs(
+    conn: psycopg.Connection, s3: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    graph(conn, "g1")
+    monkeypatch.setenv("GRAPH_REGISTRY_TABLE", "graph-registry")
+    monkeypatch.setenv("GRAPH_DATA_DIR", str(tmp_path))
+    with pytest.raises(InvalidInputError) as info:
+        run(tick(T))
+    assert info.value.field == "GRAPH_DATA_DIR"
+    assert snapshots(conn) == {}
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,16 @@ EXISTING_DATABASE_GROUP = "sg-0123456789abcdef0"
 EXISTING_BUCKET = "acme-beatless-customer-data"
 CA_BUNDLE_TEXT = "-----BEGIN CERTIFICATE-----\nstand-in for the RDS CA bundle\n-----END CERTIFICATE-----\n"
 VARIANT_MONTHLY = {"monthlyAllocationDay": "5", "monthlyAllocationHour": "7"}
+# An x86 node type (the image follows the architecture) and a bigger group.
+VARIANT_GRAPH = {
+    "graphInstanceType": "r7i.large",
+    "graphMinNodes": "2",
+    "graphMaxNodes": "6",
+    "graphDataVolumeGiB": "500",
+    "graphNodeCapacity": "80",
+    "graphScaleOutBelowSlots": "12",
+    "graphBackupRetentionDays": "45",
+}
 
 
 def _scaffold_job(name: str, schedule: str, period: int, needs: set[Need]) -> Job:
@@ -203,8 +213,9 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesized]:
 @pytest.fixture(scope="session")
 def synth_variant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesized]:
     """The app with every context option set: existing VPC, database and bucket,
-    image by URI, e-mail, sizes, an RDS CA bundle, the registry's monthly time
-    moved, and the scaffolding jobs added to the registry."""
+    image by URI, e-mail, sizes, an RDS CA bundle, the graph plane's sizes (x86
+    nodes), the registry's monthly time moved, and the scaffolding jobs added to
+    the registry."""
     ca_bundle = tmp_path_factory.mktemp("ca") / "rds-ca.pem"
     # Its content is not parsed at synth: the tests check it reaches the bundle and the environment.
     ca_bundle.write_text(CA_BUNDLE_TEXT)
@@ -222,6 +233,7 @@ def synth_variant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesi
             "databaseCaBundle": str(ca_bundle),
             "storageBucketName": EXISTING_BUCKET,
             "testEventRegistry": "existing",
+            **VARIANT_GRAPH,
             **VARIANT_MONTHLY,
         },
         extra_jobs=SCAFFOLD_JOBS,

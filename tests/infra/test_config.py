@@ -43,6 +43,13 @@ VPC = "vpc-0abc1234def567890"
         ({"databaseCaBundle": "/nonexistent/rds.pem"}, "context.databaseCaBundle"),
         ({"storageBucketName": "Not_A_Bucket"}, "context.storageBucketName"),
         ({"testEventRegistry": "maybe"}, "context.testEventRegistry"),
+        ({"graphInstanceType": "big"}, "context.graphInstanceType"),
+        ({"graphMinNodes": "0"}, "context.graphMinNodes"),
+        ({"graphMinNodes": "3", "graphMaxNodes": "2"}, "context.graphMaxNodes"),
+        ({"graphDataVolumeGiB": "8"}, "context.graphDataVolumeGiB"),
+        ({"graphNodeCapacity": "0"}, "context.graphNodeCapacity"),
+        ({"graphNodeCapacity": "10", "graphScaleOutBelowSlots": "11"}, "context.graphScaleOutBelowSlots"),
+        ({"graphBackupRetentionDays": "none"}, "context.graphBackupRetentionDays"),
     ],
 )
 def test_bad_context_is_rejected_naming_the_key(context: dict[str, object], field: str) -> None:
@@ -108,3 +115,21 @@ def test_account_falls_back_to_the_cli_environment_then_to_the_committed_placeho
     key = f"availability-zones:account={PLACEHOLDER_ACCOUNT}:region={PLACEHOLDER_REGION}"
     assert len(committed_context()[key]) >= 2
     assert committed_context()["@aws-cdk/aws-ecs:removeDefaultDesiredCount"] is True
+
+
+def test_graph_plane_defaults_and_context() -> None:
+    from beatless.graphs import monitor
+    from beatless.graphs.node.settings import NodeSettings
+    from infra.config import GRAPH_NODE_PORT
+
+    default = Config.from_mapping({}).graph
+    assert default.instance_type == "r7g.large" and (default.min_nodes, default.max_nodes) == (1, 4)
+    assert default.scale_out_below_slots <= default.node_capacity
+    assert default.metrics_namespace == monitor.DEFAULT_NAMESPACE
+    # The port infra opens is the node's own default.
+    node = NodeSettings.from_env({"GRAPH_DATA_DIR": "/data", "GRAPH_API_KEY": "k" * 16})
+    assert default.node_port == GRAPH_NODE_PORT == node.port
+    given = Config.from_mapping(
+        {"graphInstanceType": "m7i.xlarge", "graphMaxNodes": "9", "graphScaleOutBelowSlots": "20"}
+    ).graph
+    assert (given.instance_type, given.max_nodes, given.scale_out_below_slots) == ("m7i.xlarge", 9, 20)

@@ -141,5 +141,5 @@ def test_customer_data_bucket_is_private_encrypted_tls_only_versioned_logged_and
 
 
 def test_an_existing_bucket_is_used_by_name(synth_variant: Any) -> None:
-    assert synth_variant.resources("AWS::S3::Bucket") == {}
+    assert synth_variant.resources("AWS::S3::Bucket", synth_variant.stacks.data) == {}
     assert synth_variant.stacks.data.customer_data.access_logs is None

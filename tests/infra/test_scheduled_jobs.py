@@ -10,6 +10,7 @@ moved, plus scaffolding jobs for the needs and windows no registry job has yet).
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,16 @@ from beatless import metrics
 from beatless.errors import ConfigurationError
 from beatless.events import SCHEDULER_INPUT
 from beatless.jobs import DAY, DEPLOY_FUNCTIONS, HOUR, JOBS, MINUTE, Job, MonthlyTime, Need, build_jobs
-from beatless.jobs.schedules import missed_run_window_seconds, needs_watchdog
+from beatless.jobs.schedules import Rate, Schedule, missed_run_window_seconds, needs_watchdog, parse_schedule
 from beatless.watchdog import parse_watched_jobs
 from infra.components.job_grants import JobResources
-from infra.components.scheduled_job import ScheduledJob, direct_alarm_plan, overdue_alarm_period_seconds
+from infra.components.scheduled_job import (
+    ScheduledJob,
+    direct_alarm_plan,
+    overdue_alarm_period_seconds,
+    pascal,
+    schedule_input,
+)
 from infra.components.schema_migration import migrations_hash
 from tests.infra.conftest import (
     EXISTING_BUCKET,
@@ -89,25 +96,35 @@ def test_each_job_has_a_lambda_with_the_registry_limits(case: tuple[Any, Job]) -
         assert env[key] == value
 
 
-def test_each_job_has_a_schedule_from_the_registry_with_retries_and_a_dead_letter_queue(
+def test_each_job_has_its_schedules_from_the_registry_with_retries_and_a_dead_letter_queue(
     case: tuple[Any, Job],
 ) -> None:
     synth, job = case
     scheduled = synth.stacks.jobs.jobs[job.name]
-    schedule = synth.properties(scheduled.schedule)
-    assert schedule["ScheduleExpression"] == job.schedule.expression
-    assert schedule["ScheduleExpressionTimezone"] == job.schedule.timezone
-    assert schedule["FlexibleTimeWindow"] == {"Mode": "OFF"}
-    assert schedule["State"] == "ENABLED"
-    target = schedule["Target"]
-    assert _ref_of(target["Arn"]) == synth.logical_id(scheduled.function)
-    assert target["Input"] == SCHEDULER_INPUT
-    assert target["RetryPolicy"] == {
-        "MaximumRetryAttempts": job.retry.scheduler_attempts,
-        "MaximumEventAgeInSeconds": job.retry.max_event_age_seconds,
-    }
-    dlq_id = _ref_of(target["DeadLetterConfig"]["Arn"])
-    assert dlq_id == synth.logical_id(scheduled.dead_letter_queue)
+    assert len(scheduled.schedules) == len(job.schedules)
+    assert scheduled.schedule is scheduled.schedules[0]
+    dlq_id = synth.logical_id(scheduled.dead_letter_queue)
+    role_ids = set()
+    for built, declared in zip(scheduled.schedules, job.schedules, strict=True):
+        schedule = synth.properties(built)
+        assert schedule["ScheduleExpression"] == declared.expression
+        assert schedule["ScheduleExpressionTimezone"] == declared.timezone
+        assert schedule["FlexibleTimeWindow"] == {"Mode": "OFF"}
+        assert schedule["State"] == "ENABLED"
+        target = schedule["Target"]
+        assert _ref_of(target["Arn"]) == synth.logical_id(scheduled.function)
+        # The Scheduler's own fields, plus the schedule's keys (e.g. the monitor's action).
+        assert json.loads(target["Input"]) == {**json.loads(SCHEDULER_INPUT), **declared.input}
+        if not declared.input:
+            assert target["Input"] == SCHEDULER_INPUT
+        assert target["RetryPolicy"] == {
+            "MaximumRetryAttempts": job.retry.scheduler_attempts,
+            "MaximumEventAgeInSeconds": job.retry.max_event_age_seconds,
+        }
+        assert _ref_of(target["DeadLetterConfig"]["Arn"]) == dlq_id
+        role_ids.add(_ref_of(target["RoleArn"]))
+    assert len(role_ids) == 1  # one scheduler role per job
+    target = synth.properties(scheduled.schedule)["Target"]
     resources = synth.template(synth.stacks.jobs)["Resources"]
     assert resources[dlq_id]["Properties"]["SqsManagedSseEnabled"] is True
     policies = [
@@ -131,6 +148,61 @@ def test_each_job_has_a_schedule_from_the_registry_with_retries_and_a_dead_lette
     }
 
 
+def test_a_jobs_first_schedule_keeps_its_construct_id_and_further_ones_are_named_by_label(
+    synth: Any,
+) -> None:
+    """Existing jobs' logical ids never move when a job gains schedules."""
+    for name, built in synth.stacks.jobs.jobs.items():
+        ids = [schedule.node.id for schedule in built.schedules]
+        labels = [s.label for s in built.job.more_schedules]
+        assert ids == ["Schedule", *(f"Schedule{pascal(label)}" for label in labels)], name
+
+
+def test_schedule_input_merges_the_schedules_keys_into_the_scheduler_fields() -> None:
+    assert schedule_input(Schedule("rate(1 hour)")) == SCHEDULER_INPUT
+    merged = json.loads(
+        schedule_input(Schedule("rate(1 hour)", label="health", input={"action": "health_check"}))
+    )
+    assert merged == {**json.loads(SCHEDULER_INPUT), "action": "health_check"}
+
+
+def test_each_event_rule_invokes_its_job_with_the_raw_event_and_the_jobs_retries(
+    case: tuple[Any, Job],
+) -> None:
+    synth, job = case
+    built = synth.stacks.jobs.jobs[job.name]
+    assert len(built.rules) == len(job.event_rules)
+    resources = synth.template(synth.stacks.jobs)["Resources"]
+    function_id = synth.logical_id(built.function)
+    for rule, declared in zip(built.rules, job.event_rules, strict=True):
+        properties = synth.properties(rule)
+        assert properties["EventPattern"] == {
+            "source": [declared.source],
+            "detail-type": [declared.detail_type],
+        }
+        assert properties["State"] == "ENABLED"
+        (target,) = properties["Targets"]
+        assert _ref_of(target["Arn"]) == function_id
+        # As it is: no Input, InputPath or InputTransformer (the entry point translates the event).
+        assert not {"Input", "InputPath", "InputTransformer"} & set(target)
+        assert target["RetryPolicy"] == {
+            "MaximumRetryAttempts": job.retry.scheduler_attempts,
+            "MaximumEventAgeInSeconds": job.retry.max_event_age_seconds,
+        }
+        assert _ref_of(target["DeadLetterConfig"]["Arn"]) == synth.logical_id(built.dead_letter_queue)
+        rule_id = synth.logical_id(rule)
+        permissions = [
+            r["Properties"]
+            for r in resources.values()
+            if r["Type"] == "AWS::Lambda::Permission"
+            and _ref_of(r["Properties"]["FunctionName"]) == function_id
+        ]
+        assert any(
+            p["Principal"] == "events.amazonaws.com" and _ref_of(p["SourceArn"]) == rule_id
+            for p in permissions
+        )
+
+
 def test_async_invoke_config_follows_the_registry(case: tuple[Any, Job]) -> None:
     synth, job = case
     function_id = synth.logical_id(synth.stacks.jobs.jobs[job.name].function)
@@ -149,14 +221,28 @@ def test_async_invoke_config_follows_the_registry(case: tuple[Any, Job]) -> None
     ]
 
 
-def test_mutating_jobs_on_postgresql_may_be_retried_by_lambda() -> None:
-    """A retried run cannot double an effect (UNIQUE keys / status guards in PostgreSQL),
-    so a run that failed midway is retried instead of waiting a whole period."""
+def _interval_seconds(schedule: Schedule) -> int:
+    """How far apart two fires of `schedule` are (a rate, or the gap before a cron's latest fire)."""
+    parsed = parse_schedule(schedule.expression, schedule.timezone)
+    if isinstance(parsed, Rate):
+        return parsed.seconds
+    latest = parsed.latest_at_or_before(datetime(2026, 6, 15, 12, tzinfo=UTC))
+    assert latest is not None
+    before = parsed.latest_at_or_before(latest - timedelta(seconds=1))
+    assert before is not None
+    return int((latest - before).total_seconds())
+
+
+def test_mutating_jobs_may_be_retried_by_lambda() -> None:
+    """A retried run cannot double an effect (UNIQUE keys / status guards in PostgreSQL,
+    conditional updates in the graph registries), so a run that failed midway is retried
+    instead of waiting a whole period; no retry outlives the job's slowest schedule."""
     for job in JOBS:
         if job.mutating:
-            assert Need.DATABASE in job.needs, job.name
+            assert {Need.DATABASE, Need.GRAPH_REGISTRY} & job.needs, job.name
             assert 1 <= job.retry.lambda_async_retries <= 2, job.name
-        assert job.retry.max_event_age_seconds <= max(job.period_seconds, 60), job.name
+        slowest = max([job.period_seconds, *(_interval_seconds(s) for s in job.more_schedules)])
+        assert job.retry.max_event_age_seconds <= max(slowest, 60), job.name
 
 
 def test_each_job_logs_with_retention_and_alarms_on_errors(case: tuple[Any, Job]) -> None:
@@ -285,6 +371,42 @@ def _database_secret(synth: Any) -> str:
     return str(synth.logical_id(database.instance.secret.node.default_child or database.instance.secret))
 
 
+def _expected_secrets(synth: Any, job: Job) -> list[str]:
+    """How the template names each secret the job may read, in grant order."""
+    expected = []
+    if Need.BROKER in job.needs:
+        expected.append(synth.logical_id(synth.stacks.broker.broker.auth_token))
+    if Need.DATABASE in job.needs:
+        expected.append(_database_secret(synth))
+    if Need.GRAPH_API in job.needs:
+        expected.append(synth.logical_id(synth.stacks.graph.api_key.secret))
+    return expected
+
+
+def _expected_groups(synth: Any, job: Job) -> list[str]:
+    """The security groups the job's function joins, in grant order (broker, database, graph nodes)."""
+    expected = []
+    if Need.BROKER in job.needs:
+        expected.append(synth.logical_id(synth.stacks.broker.broker.client_security_group))
+    if Need.DATABASE in job.needs:
+        database = synth.stacks.data.database
+        expected.append(
+            EXISTING_DATABASE_GROUP
+            if database.instance is None
+            else synth.logical_id(database.access.client_security_group)
+        )
+    if Need.GRAPH_API in job.needs:
+        expected.append(synth.logical_id(synth.stacks.graph.client_security_group))
+    return expected
+
+
+def _metrics_namespaces(synth: Any, job: Job) -> list[str]:
+    """METRICS: the workers' and the jobs' namespaces; GRAPH_METRICS: the graph namespace only."""
+    if Need.GRAPH_METRICS in job.needs:
+        return [synth.config.graph.metrics_namespace]
+    return sorted({synth.config.metrics_namespace, metrics.JOBS_NAMESPACE})
+
+
 def test_grants_follow_the_jobs_needs(case: tuple[Any, Job]) -> None:
     synth, job = case
     statements = _statements(synth, job)
@@ -292,20 +414,17 @@ def test_grants_follow_the_jobs_needs(case: tuple[Any, Job]) -> None:
     function = _function(synth, job)
     env = function["Environment"]["Variables"]
 
-    assert ("cloudwatch:PutMetricData" in actions) == (Need.METRICS in job.needs)
+    in_vpc = {Need.BROKER, Need.DATABASE, Need.GRAPH_API}
+    assert ("cloudwatch:PutMetricData" in actions) == bool({Need.METRICS, Need.GRAPH_METRICS} & job.needs)
     assert ("ecs:DescribeServices" in actions) == (Need.ECS_READ in job.needs)
-    assert ("secretsmanager:GetSecretValue" in actions) == bool({Need.BROKER, Need.DATABASE} & job.needs)
+    assert ("secretsmanager:GetSecretValue" in actions) == bool(in_vpc & job.needs)
     assert ("s3:ListBucket" in actions) == (Need.STORAGE_READ in job.needs)
     assert ("cloudwatch:GetMetricData" in actions) == (Need.METRICS_READ in job.needs)
-    assert ("VpcConfig" in function) == bool({Need.BROKER, Need.DATABASE} & job.needs)
+    assert ("VpcConfig" in function) == bool(in_vpc & job.needs)
     assert not {a for a in actions if a.startswith("s3:") and a != "s3:ListBucket"}, "storage is read-only"
 
     secrets = [str(s["Resource"]) for s in statements if s["Action"] == "secretsmanager:GetSecretValue"]
-    expected_secrets = []
-    if Need.BROKER in job.needs:
-        expected_secrets.append(synth.logical_id(synth.stacks.broker.broker.auth_token))
-    if Need.DATABASE in job.needs:
-        expected_secrets.append(_database_secret(synth))
+    expected_secrets = _expected_secrets(synth, job)
     assert len(secrets) == len(expected_secrets)
     for expected in expected_secrets:
         assert sum(expected in secret for secret in secrets) == 1, (expected, secrets)
@@ -313,11 +432,8 @@ def test_grants_follow_the_jobs_needs(case: tuple[Any, Job]) -> None:
     for statement in statements:
         if statement["Action"] == "cloudwatch:PutMetricData":
             assert statement["Resource"] == "*"
-            assert statement["Condition"] == {
-                "StringEquals": {
-                    "cloudwatch:namespace": sorted({synth.config.metrics_namespace, metrics.JOBS_NAMESPACE})
-                }
-            }
+            namespaces = _metrics_namespaces(synth, job)
+            assert statement["Condition"] == {"StringEquals": {"cloudwatch:namespace": namespaces}}
         if statement["Action"] == "ecs:DescribeServices":
             service_id = synth.logical_id(synth.stacks.worker.workers.service)
             assert service_id in str(statement["Resource"])  # the worker service's ARN, exported
@@ -344,16 +460,7 @@ def test_grants_follow_the_jobs_needs(case: tuple[Any, Job]) -> None:
     assert [_ref_of(s["Resource"]) for s in logs_statements] == [function["LoggingConfig"]["LogGroup"]["Ref"]]
 
     groups = function.get("VpcConfig", {}).get("SecurityGroupIds", [])
-    expected_groups = []
-    if Need.BROKER in job.needs:
-        expected_groups.append(synth.logical_id(synth.stacks.broker.broker.client_security_group))
-    if Need.DATABASE in job.needs:
-        database = synth.stacks.data.database
-        expected_groups.append(
-            EXISTING_DATABASE_GROUP
-            if database.instance is None
-            else synth.logical_id(database.access.client_security_group)
-        )
+    expected_groups = _expected_groups(synth, job)
     assert len(groups) == len(expected_groups)
     for group, expected in zip(groups, expected_groups, strict=True):
         assert expected in str(group)
@@ -363,6 +470,39 @@ def test_grants_follow_the_jobs_needs(case: tuple[Any, Job]) -> None:
         assert _database_secret(synth) in str(env["DATABASE_SECRET_ARN"])
     else:
         assert not {k for k in env if k.startswith("DATABASE_")}
+
+
+def test_graph_plane_grants_follow_the_jobs_needs(case: tuple[Any, Job]) -> None:
+    """GRAPH_REGISTRY: items of the two tables and the index, by name; EC2_READ:
+    DescribeInstances (no resource type); GRAPH_API: the key secret and the node group."""
+    synth, job = case
+    statements = _statements(synth, job)
+    actions = {a for s in statements for a in _actions(s)}
+    env = _function(synth, job)["Environment"]["Variables"]
+    assert ("ec2:DescribeInstances" in actions) == (Need.EC2_READ in job.needs)
+    assert (
+        ("dynamodb:Query" in actions) == ("dynamodb:PutItem" in actions) == (Need.GRAPH_REGISTRY in job.needs)
+    )
+    registry = synth.stacks.graph.registry
+    tables = {synth.logical_id(registry.instances), synth.logical_id(registry.graphs)}
+    for statement in statements:
+        if statement["Action"] == "ec2:DescribeInstances":
+            assert statement["Resource"] == "*"
+        if any(a.startswith("dynamodb:") for a in _actions(statement)):
+            resources = (
+                statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            )
+            for resource in resources:
+                assert any(table in str(resource) for table in tables), resource
+                assert "*" not in json.dumps(resource), resource
+    graph_env = {"INSTANCE_REGISTRY_TABLE", "GRAPH_REGISTRY_TABLE"}
+    assert (graph_env <= set(env)) == (Need.GRAPH_REGISTRY in job.needs)
+    assert ("GRAPH_API_KEY_SECRET_ARN" in env) == ("GRAPH_ASG_NAME" in env) == (Need.GRAPH_API in job.needs)
+    if Need.GRAPH_METRICS in job.needs:
+        assert env["METRICS_NAMESPACE"] == synth.config.graph.metrics_namespace
+    if Need.GRAPH_API in job.needs:
+        assert env["GRAPH_ASG_NAME"] == synth.stacks.graph.nodes.asg_name
+        assert synth.logical_id(synth.stacks.graph.api_key.secret) in str(env["GRAPH_API_KEY_SECRET_ARN"])
 
 
 def test_registry_names_match_the_lambda_entry_points() -> None:

@@ -97,6 +97,7 @@ def test_cdk_nag_finds_nothing_unacknowledged_and_every_acknowledgement_has_a_sp
         "AwsSolutions-ECS2",
         "AwsSolutions-L1",
         "AwsSolutions-SQS3",
+        "AwsSolutions-AS3",
     }
 
 

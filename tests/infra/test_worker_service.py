@@ -156,8 +156,11 @@ def test_cluster_has_container_insights_and_the_service_leaves_desired_count_to_
     assert "DesiredCount" not in service  # a deploy must never reset what autoscaling chose
     network = service["NetworkConfiguration"]["AwsvpcConfiguration"]
     assert network["AssignPublicIp"] == "DISABLED"
-    client_group = synth.logical_id(synth.stacks.broker.broker.client_security_group)
-    assert len(network["SecurityGroups"]) == 1 and client_group in json.dumps(network["SecurityGroups"])
+    # The broker's client group, and the graph nodes' (graph and ingestion tasks call their API).
+    broker_clients = synth.logical_id(synth.stacks.broker.broker.client_security_group)
+    graph_clients = synth.logical_id(synth.stacks.graph.client_security_group)
+    groups = [json.dumps(group) for group in network["SecurityGroups"]]
+    assert len(groups) == 2 and broker_clients in groups[0] and graph_clients in groups[1]
 
 
 def test_default_image_is_built_from_the_worker_dockerfile_and_staged_without_venv(synth: Any) -> None:

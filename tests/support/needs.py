@@ -4,8 +4,10 @@
 migrated PostgreSQL database with work waiting in it (`Need.DATABASE`), a real
 Redis (`Need.BROKER`), AWS in moto with the ECS service, bucket and schedules
 that exist in a deployment (`Need.METRICS`, `ECS_READ`, `STORAGE_READ`,
-`METRICS_READ`) — and the environment variables that go with each, as infra
-sets them. `observe()` then reads what a run changed or published.
+`METRICS_READ`), the graph registries in moto's DynamoDB with a node that does
+not answer, a graph deleted long ago and an orphan (`GRAPH_REGISTRY`,
+`GRAPH_API`, `EC2_READ`) — and the environment variables that go with each, as
+infra sets them. `observe()` then reads what a run changed or published.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import psycopg
 import pytest
 
 from beatless import credits, metrics
+from beatless.graphs import monitor as graph_monitor
+from beatless.graphs.registry import Registries, create_tables
 from beatless.jobs import Job, Need
 from beatless.jobs.resources import reset_resources
 from beatless.local.servers import PostgresServer
@@ -30,6 +34,8 @@ LONG_AGO = datetime(2025, 1, 1, tzinfo=UTC)
 BUCKET = "beatless-customer-data"
 ECS_CLUSTER, ECS_SERVICE = "beatless", "workers"
 WATCHED_SCHEDULE = "beatless-monthly-usage-summary"
+INSTANCE_TABLE, GRAPH_TABLE = "beatless-graph-instances", "beatless-graph-registry"
+GRAPH_API_KEY = "test-graph-api-key-0123456789"
 
 
 def seed(conn: psycopg.Connection) -> None:
@@ -80,6 +86,7 @@ class Observed:
     database: dict[str, list[tuple[Any, ...]]] | None
     cloudwatch_metrics: list[str]
     stdout_metrics: list[str] = field(default_factory=list)
+    graph_registries: dict[str, list[dict[str, Any]]] | None = None
 
 
 class JobEnvironment:
@@ -90,6 +97,7 @@ class JobEnvironment:
         self.monkeypatch = monkeypatch
         self.postgres_server = postgres_server
         self.conn: psycopg.Connection | None = None
+        self.registries: Registries | None = None
 
     def prepare(self, job: Job) -> None:
         self.request.getfixturevalue("aws_inprocess")  # every job may publish or call AWS: moto
@@ -112,6 +120,13 @@ class JobEnvironment:
             self.monkeypatch.setenv("STORAGE_BUCKET", BUCKET)
         if Need.METRICS_READ in job.needs:
             self._watched_schedule()
+        if Need.GRAPH_REGISTRY in job.needs:
+            self._graph_registries()
+        if Need.GRAPH_API in job.needs:
+            self.monkeypatch.setenv("GRAPH_API_KEY", GRAPH_API_KEY)
+            self.monkeypatch.delenv("GRAPH_API_KEY_SECRET_ARN", raising=False)
+        if Need.GRAPH_METRICS in job.needs:
+            self.monkeypatch.setenv("METRICS_NAMESPACE", graph_monitor.DEFAULT_NAMESPACE)
         for name, value in job.environment.items():
             self.monkeypatch.setenv(name, value)
         if "SAMPLE_INTERVAL_SECONDS" in job.environment:
@@ -126,7 +141,11 @@ class JobEnvironment:
         names = sorted(
             {
                 m["MetricName"]
-                for namespace in (metrics.JOBS_NAMESPACE, metrics.DEFAULT_NAMESPACE)
+                for namespace in (
+                    metrics.JOBS_NAMESPACE,
+                    metrics.DEFAULT_NAMESPACE,
+                    graph_monitor.DEFAULT_NAMESPACE,
+                )
                 for m in cloudwatch.list_metrics(Namespace=namespace)["Metrics"]
             }
         )
@@ -139,7 +158,43 @@ class JobEnvironment:
                 for metric in block["Metrics"]
             }
         )
-        return Observed(snapshot(self.conn) if self.conn is not None else None, names, printed)
+        return Observed(
+            snapshot(self.conn) if self.conn is not None else None, names, printed, self._registry_rows()
+        )
+
+    def _graph_registries(self) -> None:
+        """A node EC2 still runs that refuses connections, with a graph; a graph deleted
+        a year ago; an orphan: every action of the monitor has something to change."""
+        create_tables(boto3.client("dynamodb"), INSTANCE_TABLE, GRAPH_TABLE)
+        self.monkeypatch.setenv("INSTANCE_REGISTRY_TABLE", INSTANCE_TABLE)
+        self.monkeypatch.setenv("GRAPH_REGISTRY_TABLE", GRAPH_TABLE)
+        ec2 = boto3.client("ec2")
+        image = ec2.describe_images()["Images"][0]["ImageId"]
+        instance_id = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+        registries = Registries(boto3.resource("dynamodb"), INSTANCE_TABLE, GRAPH_TABLE)
+        registries.register(instance_id, endpoint="http://127.0.0.1:9", capacity=10, at=LONG_AGO)
+        for graph_id, instance, status, deleted_at in [
+            ("g-live", instance_id, "active", None),
+            ("g-deleted", instance_id, "deleted", "2025-01-02T00:00:00Z"),
+            ("g-orphan", "i-00000000000000000", "orphaned", None),
+        ]:
+            item = {"graph_id": graph_id, "instance_id": instance, "status": status, "size_bytes": 0}
+            if deleted_at is not None:
+                item["deleted_at"] = deleted_at
+            registries.graphs.put_item(Item=item)
+        self.registries = registries
+
+    def _registry_rows(self) -> dict[str, list[dict[str, Any]]] | None:
+        registries = self.registries
+        if registries is None:
+            return None
+        return {
+            name: sorted(
+                table.scan(ConsistentRead=True)["Items"],
+                key=lambda item: json.dumps(item, default=str, sort_keys=True),
+            )
+            for name, table in (("instances", registries.instances), ("graphs", registries.graphs))
+        }
 
     def _ecs_service(self) -> None:
         ecs = boto3.client("ecs")

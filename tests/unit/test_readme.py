@@ -34,3 +34,12 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
 def test_every_documented_bench_script_exists() -> None:
     for script in set(re.findall(r"bench/[a-z_]+\.py", README)):
         assert (REPO / script).exists(), script
+
+
+def test_the_registries_contract_is_the_one_in_the_code() -> None:
+    import beatless.graphs.registry as registry
+
+    documented = README.split("<!-- registries:begin -->", 1)[1].split("<!-- registries:end -->", 1)[0]
+    doc = registry.__doc__ or ""
+    contract = doc[doc.index("**Instance registry**") : doc.index("A `draining` node takes")]
+    assert documented.strip() == contract.strip()

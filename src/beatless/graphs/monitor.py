@@ -161,6 +161,8 @@ def translate_event(event: Any) -> Any:
     translated: dict[str, Any] = {"action": str(Action.HEALTH_CHECK), "instance_id": instance_id}
     if "time" in event:
         translated["scheduled_time"] = iso_z(parse_timestamp("time", event["time"]))
+    if "dry_run" in event:  # not in EventBridge's events; a console tester may add it
+        translated["dry_run"] = event["dry_run"]
     return translated
 
 

@@ -37,14 +37,22 @@ Numbers come back from DynamoDB as `Decimal`; the records hold ints.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from beatless.errors import BeatlessError
 from beatless.timestamps import iso_z
 
 GRAPH_INSTANCE_INDEX = "instance_id-index"
+BATCH_GET_LIMIT = 100  # DynamoDB's BatchGetItem maximum
+BATCH_GET_ATTEMPTS = 8
+
+
+class RegistryUnavailableError(BeatlessError):
+    """DynamoDB kept part of a read unanswered (throttling); the caller's run fails."""
 
 
 class InstanceStatus(enum.StrEnum):
@@ -166,6 +174,36 @@ class Registries:
     def graph(self, graph_id: str) -> Graph | None:
         item = self.graphs.get_item(Key={"graph_id": graph_id}, ConsistentRead=True).get("Item")
         return None if item is None else Graph.from_item(item)
+
+    def placed_sizes(self, graph_ids: Sequence[str]) -> dict[str, int]:
+        """`size_bytes` of each of `graph_ids` whose database exists (`creating`/`active`):
+        BatchGetItem, 100 keys a call, unprocessed keys asked again. A graph the registry
+        does not know, or one deleted or orphaned, is absent (it stores nothing on a node)."""
+        sizes: dict[str, int] = {}
+        unique = list(dict.fromkeys(graph_ids))
+        for start in range(0, len(unique), BATCH_GET_LIMIT):
+            request: dict[str, Any] = {
+                self.graph_table: {
+                    "Keys": [{GRAPH_KEY: g} for g in unique[start : start + BATCH_GET_LIMIT]],
+                    "ConsistentRead": True,
+                    "ProjectionExpression": "graph_id, #s, size_bytes",
+                    "ExpressionAttributeNames": {"#s": "status"},
+                }
+            }
+            for attempt in range(BATCH_GET_ATTEMPTS):
+                page = self.dynamodb.batch_get_item(RequestItems=request)
+                for item in page.get("Responses", {}).get(self.graph_table, []):
+                    if item.get("status") in PLACED_STATUSES:
+                        sizes[str(item[GRAPH_KEY])] = int(item.get("size_bytes", 0))
+                request = page.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                time.sleep(min(0.05 * 2**attempt, 1.0))  # throttled: back off, ask for the rest
+            else:
+                raise RegistryUnavailableError(
+                    f"{self.graph_table}: keys still unprocessed after {BATCH_GET_ATTEMPTS} attempts"
+                )
+        return sizes
 
     def graphs_on(self, instance_id: str) -> Iterator[Graph]:
         """Every graph the instance holds or held (the GSI `instance_id-index`)."""

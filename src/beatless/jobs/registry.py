@@ -307,7 +307,7 @@ def build_jobs(*, monthly_allocation: MonthlyTime = MONTHLY_ALLOCATION) -> tuple
             period=PeriodKind.HOUR,
             timeout_seconds=600,
             memory_mb=256,
-            needs=frozenset({Need.DATABASE, Need.STORAGE_READ}),
+            needs=frozenset({Need.DATABASE, Need.STORAGE_READ, Need.GRAPH_REGISTRY}),
             # A snapshot measures "now" for its hour: deliver within the hour or not at all.
             retry=RetryPolicy(
                 scheduler_attempts=3, max_event_age_seconds=50 * MINUTE, lambda_async_retries=2
@@ -360,6 +360,47 @@ def build_jobs(*, monthly_allocation: MonthlyTime = MONTHLY_ALLOCATION) -> tuple
                 "and the ledger's UNIQUE key transaction:<id>, in one transaction."
             ),
             mutating=True,
+        ),
+        Job(
+            name="kuzu_instance_monitor",
+            summary=(
+                "Keeps the graph node registry true (EC2 state and each node's /health), publishes graph "
+                "capacity (AvailableSlots, which scales the node group out) and removes deleted and "
+                "orphaned graphs from the graph registry."
+            ),
+            core="beatless.graphs.monitor",
+            schedule=Schedule(
+                "rate(5 minutes)", label="metrics", input=MappingProxyType({"action": "collect_metrics"})
+            ),
+            more_schedules=(
+                Schedule("rate(1 hour)", label="health", input=MappingProxyType({"action": "health_check"})),
+                Schedule(
+                    "cron(40 4 * * ? *)",
+                    label="cleanup",
+                    input=MappingProxyType({"action": "cleanup_graphs"}),
+                ),
+            ),
+            event_rules=(
+                EventRule(
+                    "ec2_state_change", source="aws.ec2", detail_type="EC2 Instance State-change Notification"
+                ),
+            ),
+            period_seconds=5 * MINUTE,  # the most frequent of its schedules
+            timeout_seconds=120,
+            memory_mb=256,
+            needs=frozenset({Need.GRAPH_REGISTRY, Need.GRAPH_API, Need.GRAPH_METRICS, Need.EC2_READ}),
+            # A late check is soon replaced by the next; retried once for a transient failure.
+            retry=RetryPolicy(
+                scheduler_attempts=2, max_event_age_seconds=10 * MINUTE, lambda_async_retries=1
+            ),
+            idempotency=(
+                "Each run sets the registry to what EC2 and the nodes say now (conditional updates); a "
+                "removed instance or graph stays removed; a duplicate run publishes the same figures."
+            ),
+            mutating=True,
+            environment=MappingProxyType(
+                {"UNHEALTHY_GRACE_SECONDS": "900", "DELETED_GRAPH_RETENTION_DAYS": "7"}
+            ),
         ),
     )
 

@@ -1,7 +1,10 @@
-"""`beatless local`: the autoscaling loop on one machine.
+"""`beatless local`: the whole system on one machine.
 
 Starts what it needs on free loopback ports — a Redis broker, a moto server
-as the AWS endpoint (CloudWatch and an ECS service record) — then enqueues a
+as the AWS endpoint (CloudWatch, DynamoDB, EC2, S3 and an ECS service record).
+First the graph plane (`beatless.local.graph_plane`): graph nodes register in
+the instance registry, a graph is placed, loaded and queried, and one
+`kuzu_instance_monitor` cycle runs. Then the autoscaling loop: it enqueues a
 burst of sample tasks across the queues and priority levels through a real
 Celery producer, and runs the worker monitor on its sampling grid. Each
 reading is published to (moto's) CloudWatch exactly as the Lambda does, fed
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from beatless import metrics
+from beatless.local.graph_plane import GraphPlaneReport, start_graph_plane
 from beatless.local.servers import MotoServer, RedisServer, aws_environment
 from beatless.monitor import Monitor, MonitorSettings, Reading
 from beatless.monitor.job import monitor_for
@@ -65,6 +69,7 @@ class LocalOptions:
     max_workers: int = 4
     timeout_seconds: float = 600.0
     wait_for_scale_in: bool = True
+    graph_nodes: int = 2
 
     def __post_init__(self) -> None:
         from beatless.errors import InvalidInputError
@@ -75,6 +80,8 @@ class LocalOptions:
             raise InvalidInputError("--steps/--step-seconds", "must be positive")
         if not 0.5 <= self.sample_interval_seconds <= 10:
             raise InvalidInputError("--sample-interval", "must be between 0.5 and 10 seconds")
+        if not 0 <= self.graph_nodes <= 8:
+            raise InvalidInputError("--graph-nodes", f"must be between 0 and 8, got {self.graph_nodes}")
         if not 1 <= self.max_workers <= 16:
             raise InvalidInputError("--max-workers", f"must be between 1 and 16, got {self.max_workers}")
 
@@ -92,13 +99,16 @@ class RunReport:
     scaled_in_after_seconds: float | None = None
     datapoints_in_cloudwatch: int = 0
     decisions: list[str] = field(default_factory=list)
+    graph_plane: GraphPlaneReport | None = None
 
     @property
     def ok(self) -> bool:
-        return self.applied == self.tasks and self.total == self.tasks
+        graphs_ok = self.graph_plane is None or self.graph_plane.ok
+        return self.applied == self.tasks and self.total == self.tasks and graphs_ok
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            **(self.graph_plane.as_dict() if self.graph_plane is not None else {}),
             "tasks_sent": self.tasks,
             "tasks_applied_once": self.applied,
             "effect_total": self.total,
@@ -244,6 +254,10 @@ def run(options: LocalOptions, out: TextIO = sys.stdout) -> RunReport:
             for name in ("cloudwatch", "ecs")
         }
         _ecs_service(aws["ecs"])
+        if options.graph_nodes:
+            report.graph_plane = start_graph_plane(
+                stack, aws_environment(moto.url), env, logdir, out, nodes=options.graph_nodes
+            )
         monitor_env = {
             "BROKER_URL": broker.url,
             "QUEUES": "graph,ingest,default",

@@ -276,17 +276,25 @@ class GraphNodeServer:
         *,
         port: int | None = None,
         log: Path | None = None,
+        api_key_secret_arn: str | None = None,
     ) -> None:
+        """`api_key` is what requests carry; the node reads it from `api_key_secret_arn`
+        (Secrets Manager, as deployed) when given, else from `GRAPH_API_KEY`."""
         self.port = port or free_port()
         self.api_key = api_key
         self.data_dir = data_dir
         self.log = log or data_dir.parent / f"graph-node-{self.port}.log"
+        key_source = (
+            {"GRAPH_API_KEY_SECRET_ARN": api_key_secret_arn}
+            if api_key_secret_arn
+            else {"GRAPH_API_KEY": api_key}
+        )
         self.env = {
-            **env,
+            **{k: v for k, v in env.items() if k not in ("GRAPH_API_KEY", "GRAPH_API_KEY_SECRET_ARN")},
             "GRAPH_DATA_DIR": str(data_dir),
             "GRAPH_NODE_HOST": "127.0.0.1",
             "GRAPH_NODE_PORT": str(self.port),
-            "GRAPH_API_KEY": api_key,
+            **key_source,
         }
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -71,11 +71,15 @@ class CollectorSettings:
     bucket: str
     prefix: str
     graph_data_dir: Path | None
+    graph_table: str | None = None
+    instance_table: str | None = None
 
     @classmethod
     def from_env(cls, env: Env) -> CollectorSettings:
         """`STORAGE_BUCKET` (required: the customer data bucket), `STORAGE_PREFIX`
-        (default `graphs/`), `GRAPH_DATA_DIR` (optional: a directory of graph
+        (default `graphs/`), and where graph databases are measured — at most one of
+        `GRAPH_REGISTRY_TABLE` (the graph registry's `size_bytes`, as deployed; with
+        `INSTANCE_REGISTRY_TABLE`) and `GRAPH_DATA_DIR` (a directory of graph
         databases, measured by `DirectoryGraphSizes`)."""
         bucket = env_str(env, "STORAGE_BUCKET", required=True)
         assert bucket is not None
@@ -87,7 +91,13 @@ class CollectorSettings:
         data_dir = env_str(env, "GRAPH_DATA_DIR")
         if data_dir is not None and not Path(data_dir).is_absolute():
             raise InvalidInputError("GRAPH_DATA_DIR", f"must be an absolute path, got {data_dir!r}")
-        return cls(bucket, prefix, Path(data_dir) if data_dir else None)
+        graph_table = env_str(env, "GRAPH_REGISTRY_TABLE")
+        if graph_table is not None and data_dir is not None:
+            raise InvalidInputError(
+                "GRAPH_DATA_DIR", "set at most one of it and GRAPH_REGISTRY_TABLE (graphs would count twice)"
+            )
+        instance_table = env_str(env, "INSTANCE_REGISTRY_TABLE")
+        return cls(bucket, prefix, Path(data_dir) if data_dir else None, graph_table, instance_table)
 
 
 def collect_storage_usage(

@@ -24,11 +24,11 @@ Sources that exist today:
       <root>/<graph_id>/subgraphs/...    -> subgraph_bytes
       <root>/<graph_id>  (a single file) -> graph_bytes
 
-  The graph nodes of the AWS deployment do not exist yet, so a deployed
-  collector has no graph-size source and records graph_bytes = subgraph_bytes
-  = 0 (its summary lists the sources it used). Adding them later means one
-  class with `graph_sizes(graph_ids)` (for example reading the nodes' registry
-  or asking each node) passed to `graph_size_usage`.
+  In AWS, `RegistryGraphSizes`: the graph registry (`GRAPH_REGISTRY_TABLE`),
+  whose `size_bytes` each graph node keeps current (at every heartbeat and
+  after every load). A graph the registry does not know, or whose database is
+  gone (`deleted`, `orphaned`), has 0 graph bytes. The registry records no
+  subgraphs, so subgraph_bytes = 0 there.
 """
 
 from __future__ import annotations
@@ -38,7 +38,10 @@ import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    from beatless.graphs.registry import Registries
 
 CATEGORIES = ("s3_files_bytes", "s3_tables_bytes", "graph_bytes", "subgraph_bytes")
 TABLES_CATEGORY = "tables"
@@ -150,6 +153,20 @@ class DirectoryGraphSizes:
             sub = _tree_bytes(subgraphs) if subgraphs.is_dir() and not subgraphs.is_symlink() else 0
             sizes[graph_id] = GraphSize(whole - sub, sub)
         return sizes
+
+
+class RegistryGraphSizes:
+    """Graph sizes from the graph registry (`beatless.graphs.registry.Registries`)."""
+
+    def __init__(self, registries: Registries) -> None:
+        self.registries = registries
+
+    @property
+    def name(self) -> str:
+        return f"graph_registry:{self.registries.graph_table}"
+
+    def graph_sizes(self, graph_ids: Sequence[str]) -> Mapping[str, GraphSize]:
+        return {g: GraphSize(size, 0) for g, size in self.registries.placed_sizes(graph_ids).items()}
 
 
 def _tree_bytes(root: Path) -> int:

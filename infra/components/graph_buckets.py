@@ -1,0 +1,109 @@
+"""The graph plane's S3 buckets: uploads, staging and backups.
+
+Each: S3-managed encryption, every public access blocked, a TLS-only bucket
+policy, bucket-owner-enforced ownership, server access logs to one access-log
+bucket of their own (itself encrypted, TLS-only, private, logs expire after a
+year), incomplete multipart uploads aborted after a day, kept when the stack
+is deleted. Lifecycle:
+
+* uploads (customers' source files): expire after `upload_expiration_days`;
+* staging (files prepared for a bulk load): expire after `staging_expiration_days`;
+* backups (graph database archives, each with its SHA-256 in the metadata):
+  versioned; a replaced or deleted backup's older versions expire
+  `backup_retention_days` after they stopped being current.
+
+`node_statements()` is what a graph node may do: read uploads and staging, read
+and write backups, on objects only.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from infra.config import GraphConfig
+
+ABORT_INCOMPLETE_MULTIPART = Duration.days(1)
+
+
+class GraphBuckets(Construct):
+    def __init__(self, scope: Construct, id: str, *, config: GraphConfig):
+        super().__init__(scope, id)
+        self.access_logs = s3.Bucket(
+            self,
+            "AccessLogs",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(365))],
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        self.uploads = self._bucket(
+            "Uploads",
+            [
+                s3.LifecycleRule(
+                    id="expire-uploads",
+                    expiration=Duration.days(config.upload_expiration_days),
+                    abort_incomplete_multipart_upload_after=ABORT_INCOMPLETE_MULTIPART,
+                )
+            ],
+        )
+        self.staging = self._bucket(
+            "Staging",
+            [
+                s3.LifecycleRule(
+                    id="expire-staging",
+                    expiration=Duration.days(config.staging_expiration_days),
+                    abort_incomplete_multipart_upload_after=ABORT_INCOMPLETE_MULTIPART,
+                )
+            ],
+        )
+        self.backups = self._bucket(
+            "Backups",
+            [
+                s3.LifecycleRule(
+                    id="expire-replaced-backups",
+                    noncurrent_version_expiration=Duration.days(config.backup_retention_days),
+                    expired_object_delete_marker=True,
+                    abort_incomplete_multipart_upload_after=ABORT_INCOMPLETE_MULTIPART,
+                )
+            ],
+            versioned=True,
+        )
+
+    def _bucket(
+        self, id: str, lifecycle_rules: list[s3.LifecycleRule], *, versioned: bool = False
+    ) -> s3.Bucket:
+        return s3.Bucket(
+            self,
+            id,
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=versioned,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            server_access_logs_bucket=self.access_logs,
+            server_access_logs_prefix=f"{id.lower()}/",
+            lifecycle_rules=lifecycle_rules,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
+    @property
+    def buckets(self) -> dict[str, s3.Bucket]:
+        return {"uploads": self.uploads, "staging": self.staging, "backups": self.backups}
+
+    def node_statements(self) -> list[iam.PolicyStatement]:
+        """A graph node: loads read uploads and staging; backups write and restores read backups."""
+        return [
+            iam.PolicyStatement(
+                actions=["s3:GetObject"],
+                resources=[self.uploads.arn_for_objects("*"), self.staging.arn_for_objects("*")],
+            ),
+            iam.PolicyStatement(
+                actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+                resources=[self.backups.arn_for_objects("*")],
+            ),
+        ]

@@ -1,0 +1,97 @@
+"""A graph node's HTTP API from the caller's side (standard library only).
+
+Every request carries the key in `X-Api-Key`. A 4xx/5xx answer raises
+`NodeRequestError` with the node's status and its error (the node names the
+field it refused); a node that cannot be reached raises `NodeUnreachableError`.
+Used by the local runner today and by the worker's graph tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from beatless.errors import BeatlessError
+
+DEFAULT_TIMEOUT_SECONDS = 120.0
+
+
+class NodeRequestError(BeatlessError):
+    def __init__(self, method: str, path: str, status: int, error: Any) -> None:
+        super().__init__(f"{method} {path}: {status} {error}")
+        self.status = status
+        self.error = error
+
+
+class NodeUnreachableError(BeatlessError):
+    pass
+
+
+class NodeClient:
+    def __init__(self, endpoint: str, api_key: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self._api_key = api_key
+        self.timeout = timeout
+
+    def __repr__(self) -> str:  # never the key
+        return f"NodeClient({self.endpoint!r})"
+
+    def request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.endpoint}{path}", data=data, method=method)
+        request.add_header("X-Api-Key", self._api_key)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                answer: dict[str, Any] = json.loads(response.read() or b"{}")
+                return answer
+        except urllib.error.HTTPError as error:
+            raw = error.read()
+            try:
+                detail: Any = json.loads(raw)
+            except ValueError:
+                detail = raw.decode(errors="replace")[:500]
+            raise NodeRequestError(method, path, error.code, detail) from None
+        except (urllib.error.URLError, OSError) as error:
+            raise NodeUnreachableError(f"{method} {self.endpoint}{path}: {error}") from None
+
+    def health(self) -> dict[str, Any]:
+        return self.request("GET", "/health")
+
+    def create(self, graph_id: str, schema: Mapping[str, Any]) -> dict[str, Any]:
+        return self.request("POST", "/databases", {"graph_id": graph_id, "schema": schema})
+
+    def delete(self, graph_id: str) -> dict[str, Any]:
+        return self.request("DELETE", f"/databases/{graph_id}")
+
+    def load(
+        self, graph_id: str, load_id: str, bucket: str, files: Sequence[tuple[str, str]]
+    ) -> dict[str, Any]:
+        """COPY each `(table, key)` from `bucket` into the graph, in order (a retried
+        `load_id` skips what the node already loaded)."""
+        body = {"load_id": load_id, "bucket": bucket, "files": [{"table": t, "key": k} for t, k in files]}
+        return self.request("POST", f"/databases/{graph_id}/load", body)
+
+    def query(
+        self,
+        graph_id: str,
+        query: str,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        limit: int | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"query": query, "parameters": dict(parameters or {})}
+        if limit is not None:
+            body["limit"] = limit
+        return self.request("POST", f"/databases/{graph_id}/query", body)
+
+    def backup(self, graph_id: str, bucket: str, key: str) -> dict[str, Any]:
+        return self.request("POST", f"/databases/{graph_id}/backup", {"bucket": bucket, "key": key})
+
+    def restore(self, graph_id: str, bucket: str, key: str, sha256: str | None = None) -> dict[str, Any]:
+        body = {"bucket": bucket, "key": key, **({"sha256": sha256} if sha256 else {})}
+        return self.request("POST", f"/databases/{graph_id}/restore", body)
