@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from infra.components.private_bucket import access_log_bucket, private_bucket
 from infra.config import StorageConfig
 
 
@@ -34,26 +34,12 @@ class CustomerData(Construct):
         if config.bucket_name:
             self.bucket = s3.Bucket.from_bucket_name(self, "Bucket", config.bucket_name)
         else:
-            self.access_logs = s3.Bucket(
-                self,
-                "AccessLogs",
-                encryption=s3.BucketEncryption.S3_MANAGED,
-                block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-                enforce_ssl=True,
-                object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-                lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(365))],
-                removal_policy=RemovalPolicy.RETAIN,
-            )
-            self.bucket = s3.Bucket(
+            self.access_logs = access_log_bucket(self)
+            self.bucket = private_bucket(
                 self,
                 "Bucket",
-                encryption=s3.BucketEncryption.S3_MANAGED,
-                block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-                enforce_ssl=True,
+                access_logs=self.access_logs,
+                access_logs_prefix="customer-data/",
                 versioned=True,
-                object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-                server_access_logs_bucket=self.access_logs,
-                server_access_logs_prefix="customer-data/",
-                removal_policy=RemovalPolicy.RETAIN,
             )
         self.access = StorageAccess(bucket_name=self.bucket.bucket_name, bucket_arn=self.bucket.bucket_arn)

@@ -18,11 +18,12 @@ and write backups, on objects only.
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from infra.components.private_bucket import access_log_bucket, private_bucket
 from infra.config import GraphConfig
 
 ABORT_INCOMPLETE_MULTIPART = Duration.days(1)
@@ -31,16 +32,7 @@ ABORT_INCOMPLETE_MULTIPART = Duration.days(1)
 class GraphBuckets(Construct):
     def __init__(self, scope: Construct, id: str, *, config: GraphConfig):
         super().__init__(scope, id)
-        self.access_logs = s3.Bucket(
-            self,
-            "AccessLogs",
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            enforce_ssl=True,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(365))],
-            removal_policy=RemovalPolicy.RETAIN,
-        )
+        self.access_logs = access_log_bucket(self)
         self.uploads = self._bucket(
             "Uploads",
             [
@@ -77,18 +69,13 @@ class GraphBuckets(Construct):
     def _bucket(
         self, id: str, lifecycle_rules: list[s3.LifecycleRule], *, versioned: bool = False
     ) -> s3.Bucket:
-        return s3.Bucket(
+        return private_bucket(
             self,
             id,
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            enforce_ssl=True,
+            access_logs=self.access_logs,
+            access_logs_prefix=f"{id.lower()}/",
             versioned=versioned,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            server_access_logs_bucket=self.access_logs,
-            server_access_logs_prefix=f"{id.lower()}/",
             lifecycle_rules=lifecycle_rules,
-            removal_policy=RemovalPolicy.RETAIN,
         )
 
     @property

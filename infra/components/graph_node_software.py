@@ -1,8 +1,9 @@
 """The graph node's software as one S3 asset, staged without Docker.
 
 The zip holds what `pip install "<dir>[graph]"` needs to build and install
-Beatless on an instance: `pyproject.toml`, `README.md` (the project's readme,
-which setuptools reads), `requirements.lock` (the pins, used as constraints)
+Beatless on an instance: `pyproject.toml`, a one-line `README.md` (setuptools
+reads the readme pyproject names; the real one would make every docs edit a
+new launch template version), `requirements.lock` (the pins, used as constraints)
 and the whole `src/beatless` package without bytecode (the node runs the
 `beatless graph-node` console script, so the CLI is included). The user data
 downloads it with the instance role (`s3:GetObject` on this one object) and
@@ -25,7 +26,8 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
-TOP_LEVEL_FILES = ("pyproject.toml", "README.md", "requirements.lock")
+TOP_LEVEL_FILES = ("pyproject.toml", "requirements.lock")
+README_STUB = b"Beatless graph node software; see the repository's README.md.\n"
 _COMPILED = (".pyc", ".pyo")
 
 
@@ -42,7 +44,7 @@ def node_source_files(repo_root: Path) -> list[Path]:
 
 
 def node_source_hash(repo_root: Path) -> str:
-    digest = hashlib.sha256(b"beatless-graph-node/v1")
+    digest = hashlib.sha256(b"beatless-graph-node/v1" + README_STUB)
     for relative in node_source_files(repo_root):
         digest.update(str(relative).encode() + b"\0" + (repo_root / relative).read_bytes() + b"\0")
     return digest.hexdigest()
@@ -58,6 +60,7 @@ class _CopySources:
             destination = Path(output_dir) / relative
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(self.repo_root / relative, destination)
+        (Path(output_dir) / "README.md").write_bytes(README_STUB)
         return True
 
 

@@ -3,7 +3,7 @@
 The zip holds, at its root: the `lambda` extra's dependencies installed by uv
 for CPython 3.12 on manylinux x86_64 (binary wheels only, pinned by
 requirements.lock), the `beatless` package copied from `src/` without what
-only runs on a developer's machine (`EXCLUDED`: the local runner and the CLI),
+only runs elsewhere (`EXCLUDED`: the local runner, the CLI, the graph node),
 and every `bin/lambda/*.py` entry point. CDK's local bundling runs `LocalPythonBundler`
 in-process at synth; the Docker image named in `BundlingOptions` is never used.
 
@@ -33,8 +33,9 @@ PYTHON_VERSION = "3.12"
 PLATFORM = "x86_64-manylinux2014"
 EXTRA = "lambda"
 # Paths inside the `beatless` package that stay out of the bundle (and its hash):
-# the local runner and the developer CLI; no Lambda code imports them.
-EXCLUDED = (Path("local"), Path("cli.py"))
+# the local runner, the developer CLI and the graph node service (LadybugDB, on EC2); no
+# Lambda code imports them (tests/unit/test_import_rules.py).
+EXCLUDED = (Path("local"), Path("cli.py"), Path("graphs") / "node")
 _COMPILED = (".pyc", ".pyo")
 
 

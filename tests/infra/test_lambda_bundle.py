@@ -77,6 +77,8 @@ def test_asset_holds_no_local_runner_or_cli_but_every_entry_point_and_the_runtim
     assert (PACKAGE_DIR / "local").is_dir() and (PACKAGE_DIR / "cli.py").is_file()  # they do exist in src
     assert not (asset / "beatless" / "local").exists()
     assert not (asset / "beatless" / "cli.py").exists()
+    assert not (asset / "beatless" / "graphs" / "node").exists()  # the graph node runs on EC2
+    assert (asset / "beatless" / "graphs" / "monitor.py").is_file()  # kuzu_instance_monitor's core
     for entry_point in sorted((REPO_ROOT / "bin" / "lambda").glob("*.py")):
         assert (asset / entry_point.name).read_bytes() == entry_point.read_bytes(), entry_point.name
     assert (asset / "beatless" / "jobs" / "runtime.py").read_bytes() == (
