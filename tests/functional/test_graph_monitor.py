@@ -28,6 +28,7 @@ from beatless.graphs.monitor import (
 )
 from beatless.graphs.registry import GraphStatus, InstanceStatus, Registries, create_tables
 from beatless.jobs.resources import reset_resources
+from beatless.local.moto_server import MOTO_IMAGE_ID
 from beatless.local.servers import GraphNodeServer, free_port
 from beatless.timestamps import iso_z
 from tests.support.lambda_context import FakeLambdaContext
@@ -56,8 +57,9 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, GraphN
 @pytest.fixture
 def world(aws_inprocess: None, nodes: dict[str, GraphNodeServer]) -> Iterator[dict[str, Any]]:
     ec2 = boto3.client("ec2")
-    image = ec2.describe_images()["Images"][0]["ImageId"]
-    ids = [i["InstanceId"] for i in ec2.run_instances(ImageId=image, MinCount=9, MaxCount=9)["Instances"]]
+    ids = [
+        i["InstanceId"] for i in ec2.run_instances(ImageId=MOTO_IMAGE_ID, MinCount=9, MaxCount=9)["Instances"]
+    ]
     names = [
         "healthy",
         "broken",

@@ -16,6 +16,7 @@ import pytest
 
 from beatless.graphs.placement import GraphNotPlacedError, NoCapacityError, place_graph, release_graph
 from beatless.graphs.registry import GraphStatus, InstanceStatus, Registries, create_tables
+from beatless.local.moto_server import MOTO_IMAGE_ID
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 ASG = "beatless-graph-nodes"
@@ -26,9 +27,8 @@ def plane(aws: str) -> Iterator[tuple[Registries, Any, list[str]]]:
     """Three healthy nodes of capacity 10 in an Auto Scaling group, registered."""
     ec2 = boto3.client("ec2")
     autoscaling = boto3.client("autoscaling")
-    image = ec2.describe_images()["Images"][0]["ImageId"]
     ec2.create_launch_template(
-        LaunchTemplateName="node", LaunchTemplateData={"ImageId": image, "InstanceType": "t3.micro"}
+        LaunchTemplateName="node", LaunchTemplateData={"ImageId": MOTO_IMAGE_ID, "InstanceType": "t3.micro"}
     )
     subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
     autoscaling.create_auto_scaling_group(

@@ -27,6 +27,7 @@ from beatless.graphs import monitor as graph_monitor
 from beatless.graphs.registry import Registries, create_tables
 from beatless.jobs import Job, Need
 from beatless.jobs.resources import reset_resources
+from beatless.local.moto_server import MOTO_IMAGE_ID
 from beatless.local.servers import PostgresServer
 from tests.support.database import snapshot
 
@@ -169,8 +170,9 @@ class JobEnvironment:
         self.monkeypatch.setenv("INSTANCE_REGISTRY_TABLE", INSTANCE_TABLE)
         self.monkeypatch.setenv("GRAPH_REGISTRY_TABLE", GRAPH_TABLE)
         ec2 = boto3.client("ec2")
-        image = ec2.describe_images()["Images"][0]["ImageId"]
-        instance_id = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+        instance_id = ec2.run_instances(ImageId=MOTO_IMAGE_ID, MinCount=1, MaxCount=1)["Instances"][0][
+            "InstanceId"
+        ]
         registries = Registries(boto3.resource("dynamodb"), INSTANCE_TABLE, GRAPH_TABLE)
         registries.register(instance_id, endpoint="http://127.0.0.1:9", capacity=10, at=LONG_AGO)
         for graph_id, instance, status, deleted_at in [

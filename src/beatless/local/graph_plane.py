@@ -102,6 +102,7 @@ def start_graph_plane(
     from beatless.graphs.client import NodeClient
     from beatless.graphs.placement import mark_active, place_graph
     from beatless.graphs.registry import InstanceStatus, Registries, create_tables
+    from beatless.local.moto_server import MOTO_IMAGE_ID
     from beatless.local.servers import GraphNodeServer
 
     report = GraphPlaneReport(nodes=nodes)
@@ -115,8 +116,7 @@ def start_graph_plane(
     create_tables(session.client("dynamodb", endpoint_url=endpoint), INSTANCE_TABLE, GRAPH_TABLE)
     registries = Registries(session.resource("dynamodb", endpoint_url=endpoint), INSTANCE_TABLE, GRAPH_TABLE)
     s3.create_bucket(Bucket=BUCKET)
-    image = ec2.describe_images()["Images"][0]["ImageId"]
-    instances = ec2.run_instances(ImageId=image, MinCount=nodes, MaxCount=nodes)["Instances"]
+    instances = ec2.run_instances(ImageId=MOTO_IMAGE_ID, MinCount=nodes, MaxCount=nodes)["Instances"]
     api_key = secrets.token_urlsafe(32)  # this run's only; never printed
     registry_env = {"INSTANCE_REGISTRY_TABLE": INSTANCE_TABLE, "GRAPH_REGISTRY_TABLE": GRAPH_TABLE}
 
