@@ -338,3 +338,28 @@ def test_malformed_events_are_rejected_naming_the_field_and_change_nothing(
         assert info.value.field == field, event
     assert rows(world["registries"]) == before
     assert metric("AvailableSlots") == []  # rejected before anything ran
+
+
+def test_health_check_asks_ec2_once_per_batch_of_200_instances(aws_inprocess: None) -> None:
+    ec2 = boto3.client("ec2")
+    ids = [
+        ec2.run_instances(ImageId=MOTO_IMAGE_ID, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+        for _ in range(201)  # one reservation each, as an Auto Scaling group launches them
+    ]
+    create_tables(boto3.client("dynamodb"), "instances", "graphs")
+    registries = Registries(boto3.resource("dynamodb"), "instances", "graphs")
+    closed = f"http://127.0.0.1:{free_port()}"
+    with registries.instances.batch_writer() as batch:
+        for instance_id in ids:
+            batch.put_item(
+                Item={"instance_id": instance_id, "endpoint": closed, "status": "healthy", "capacity": 10,
+                      "database_count": 0, "last_heartbeat": iso_z(NOW)}
+            )  # fmt: skip
+    calls: list[str] = []
+    ec2.meta.events.register("before-call.ec2.DescribeInstances", lambda **kw: calls.append("describe"))
+    clients = Clients(registries, ec2, boto3.client("cloudwatch"), http_health(KEY, timeout=1.0))
+
+    report = maintain(clients, SETTINGS, Action.HEALTH_CHECK, now=NOW, dry_run=True)
+
+    assert report.checked == 201 and len(report.marked_unhealthy) == 201  # every one refused
+    assert len(calls) == 2  # batches of 200 and 1 ids, one page each (moto pages 100 reservations)

@@ -189,6 +189,22 @@ def test_a_restore_whose_checksum_does_not_match_is_refused_and_changes_nothing(
         assert corrupt.status_code == 422
         listed = client.get("/databases").json()["databases"]
         assert [d["graph_id"] for d in listed] == ["g1"]  # no g2 was made
+        # A whole, valid archive with bytes after it, or one flipped in its middle: restored
+        # from the stream onto g1, refused once the digest is known; g1 is as it was.
+        put_parquet(s3, "later/c.parquet", companies(5))  # after the backup: a restore would lose it
+        loaded = client.post("/databases/g1/load", json=load_body("later", ("Company", "later/c.parquet")))
+        assert loaded.status_code == 200, loaded.text
+        before = client.post("/databases/g1/query", json={"query": COUNT_QUERY}).json()["rows"]
+        stored = s3.get_object(Bucket=BUCKET, Key="b/1")["Body"].read()
+        flipped = bytearray(stored)
+        flipped[len(flipped) // 2] ^= 0xFF
+        for key, body in (("b/3", stored + b"trailing"), ("b/4", bytes(flipped))):
+            s3.put_object(Bucket=BUCKET, Key=key, Body=body, Metadata={"sha256": backed["sha256"]})
+            refused = client.post("/databases/g1/restore", json={"bucket": BUCKET, "key": key})
+            assert refused.status_code == 422, (key, refused.text)
+            assert client.post("/databases/g1/query", json={"query": COUNT_QUERY}).json()["rows"] == before
+        assert before[0][0] == 5
+        assert not list(node.data_dir.rglob("*.restoring"))  # nothing half-written left behind
 
 
 def test_a_load_that_could_pass_the_size_cap_is_refused_up_front(

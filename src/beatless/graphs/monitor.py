@@ -62,6 +62,7 @@ DEFAULT_NAMESPACE = "Beatless/Graph"
 HEALTH_TIMEOUT_SECONDS = 3.0
 HEALTH_CONCURRENCY = 16
 EC2_FILTER_VALUES = 200  # DescribeInstances takes at most 200 values per filter
+EC2_MAX_RESULTS = 1000
 MAX_METRICS_PER_CALL = 1000
 EC2_STATE_CHANGE = "EC2 Instance State-change Notification"
 
@@ -379,7 +380,12 @@ def ec2_states(ec2: Any, instance_ids: Sequence[str]) -> dict[str, str]:
     paginator = ec2.get_paginator("describe_instances")
     for start in range(0, len(instance_ids), EC2_FILTER_VALUES):
         batch = list(instance_ids[start : start + EC2_FILTER_VALUES])
-        for page in paginator.paginate(Filters=[{"Name": "instance-id", "Values": batch}]):
+        pages = paginator.paginate(
+            Filters=[{"Name": "instance-id", "Values": batch}],
+            # With filters EC2 may cut pages short; 1,000 (its maximum) keeps a batch to one page.
+            PaginationConfig={"PageSize": EC2_MAX_RESULTS},
+        )
+        for page in pages:
             for reservation in page.get("Reservations", []):
                 for found in reservation.get("Instances", []):
                     states[found["InstanceId"]] = found["State"]["Name"]

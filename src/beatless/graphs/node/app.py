@@ -309,14 +309,13 @@ async def restore(request: Request) -> Response:
     expected = data.get("sha256")
     if expected is not None and expected != recorded:
         raise BackupIntegrityError(f"the object's recorded sha256 {recorded} is not the expected {expected}")
-    staging = host.staging_dir()
-    archive = staging / "restore.lbbk"
+    # One pass from S3 to disk: hashed, decompressed and written as it arrives (no staged
+    # copy of the archive); the database is replaced only after the digest matched.
+    body = node.s3.get_object(Bucket=bucket, Key=key, IfMatch=head["ETag"])["Body"]
     try:
-        await _threaded(node.s3.download_file, bucket, key, str(archive))
-        size = await _threaded(host.restore, graph_id, archive, sha256=recorded)
+        size = await _threaded(host.restore, graph_id, body, sha256=recorded)
     finally:
-        archive.unlink(missing_ok=True)
-        staging.rmdir()
+        body.close()
     return JSONResponse({"graph_id": graph_id, "sha256": recorded, "size_bytes": size})
 
 

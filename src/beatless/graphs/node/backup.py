@@ -10,8 +10,10 @@ The extents are the file's data regions (`SEEK_DATA`/`SEEK_HOLE`): a database
 file can be mostly holes, which are neither read nor stored, and `unpack`
 writes the extents back at their offsets into a file of the same size, so
 the restored file is sparse again. The SHA-256 is of the archive as stored
-(what S3 holds), computed while it is written; `unpack` refuses an archive
-whose digest differs from the one expected, before anything is written.
+(what S3 holds), computed while it is written. `unpack` refuses an archive
+whose digest differs from the one expected before anything is written;
+`unpack_stream` (restores straight from S3) writes to a file of its own while
+it hashes and refuses at the end — the caller discards that file.
 """
 
 from __future__ import annotations
@@ -111,9 +113,32 @@ def unpack(archive: Path, target: Path, *, expected_sha256: str) -> int:
     if actual != expected_sha256:
         raise BackupIntegrityError(f"archive checksum {actual} is not the recorded {expected_sha256}")
     with archive.open("rb") as raw:
-        reader = zstandard.ZstdDecompressor().stream_reader(raw)
+        return unpack_stream(raw, target, expected_sha256=expected_sha256)
+
+
+class _Hashing:
+    """A reader that hashes what passes through it."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self.source = source
+        self.digest = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.source.read(n)
+        self.digest.update(data)
+        return data
+
+
+def unpack_stream(source: BinaryIO, target: Path, *, expected_sha256: str) -> int:
+    """Write the database file of the archive read from `source` (an S3 body) to `target`
+    in one pass — hashing, decompressing, writing — and check the digest at the end. A
+    mismatch raises `BackupIntegrityError` and the caller discards `target`, so nothing
+    it replaces changes before the archive is verified."""
+    hashing = _Hashing(source)
+    try:
+        reader = zstandard.ZstdDecompressor().stream_reader(hashing, read_size=CHUNK)  # type: ignore[arg-type]
         if _read_exactly(reader, len(MAGIC)) != MAGIC:
-            raise BackupIntegrityError(f"{archive} is not a graph backup")
+            raise BackupIntegrityError("not a graph backup")
         header = json.loads(_read_line(reader))
         size, regions = int(header["size"]), [(int(o), int(n)) for o, n in header["extents"]]
         with target.open("wb") as out:
@@ -122,8 +147,18 @@ def unpack(archive: Path, target: Path, *, expected_sha256: str) -> int:
                 out.seek(offset)
                 for chunk in _chunks(reader, length):
                     out.write(chunk)
+            if reader.read(1):
+                raise BackupIntegrityError("the archive has data after its last extent")
+            while hashing.read(CHUNK):  # whatever follows the zstd frame is part of what is stored
+                pass
+            actual = hashing.digest.hexdigest()
+            if actual != expected_sha256:
+                raise BackupIntegrityError(f"archive checksum {actual} is not the recorded {expected_sha256}")
             out.flush()
             os.fsync(out.fileno())
+    except (zstandard.ZstdError, ValueError, KeyError, TypeError) as error:
+        # A corrupted stream usually fails to decompress before its digest can be compared.
+        raise BackupIntegrityError(f"the archive is damaged: {error}") from None
     return size
 
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from uuid import UUID
 
 import ladybug
@@ -276,15 +276,19 @@ class DatabaseHost:
                 raise BeatlessError(f"graph {graph_id!r} has {leftovers} after CHECKPOINT: not backed up")
             return backup.pack(folder / DATABASE_FILE, archive)
 
-    def restore(self, graph_id: str, archive: Path, *, sha256: str) -> int:
-        """Replace (or create) the graph's database from a verified archive; opens it to check."""
+    def restore(self, graph_id: str, archive: Path | BinaryIO, *, sha256: str) -> int:
+        """Replace (or create) the graph's database from an archive (a file, or a stream such
+        as an S3 body) once it verified against `sha256`; opens it to check."""
         check_id("graph_id", graph_id)
         with self._writing(graph_id, wait=True):
             folder = self._dir(graph_id)
             folder.mkdir(exist_ok=True)
             incoming = folder / f"{DATABASE_FILE}.restoring"
             try:
-                size = backup.unpack(archive, incoming, expected_sha256=sha256)
+                if isinstance(archive, Path):
+                    size = backup.unpack(archive, incoming, expected_sha256=sha256)
+                else:
+                    size = backup.unpack_stream(archive, incoming, expected_sha256=sha256)
             except BaseException:
                 incoming.unlink(missing_ok=True)
                 if not (folder / DATABASE_FILE).exists():
