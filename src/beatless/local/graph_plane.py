@@ -189,8 +189,10 @@ def run_monitor_cycle(env: dict[str, str]) -> dict[str, Any]:
 
     name = "kuzu_instance_monitor"
     entry = job(name)
-    handler = entry_point_handler(name)
-    with environ({**dict(entry.environment), "METRICS_NAMESPACE": "Beatless/Graph", **env}):
+    logs = io.StringIO()  # its JSON log lines and EMF line, as Lambda would print them
+    with environ({**dict(entry.environment), "METRICS_NAMESPACE": "Beatless/Graph", **env}), \
+            contextlib.redirect_stdout(logs):  # fmt: skip
+        handler = entry_point_handler(name)
         reset_clients()
         reset_resources()
         try:
