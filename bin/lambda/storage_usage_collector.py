@@ -38,7 +38,8 @@ def work_for(env: Env) -> Work:
     def work(ctx: JobContext) -> JobOutcome:
         sources: list[UsageSource] = [S3PrefixUsage(ctx.s3(), settings.bucket, settings.prefix)]
         if settings.graph_table is not None:
-            registries = Registries(ctx.dynamodb(), settings.instance_table or "", settings.graph_table)
+            # Only the graph registry is read (Need.GRAPH_REGISTRY_READ: BatchGetItem on it).
+            registries = Registries(ctx.dynamodb(), instance_table="", graph_table=settings.graph_table)
             sources.append(graph_size_usage(RegistryGraphSizes(registries)))
         elif settings.graph_data_dir is not None:
             sources.append(graph_size_usage(DirectoryGraphSizes(settings.graph_data_dir)))

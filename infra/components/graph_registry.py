@@ -60,6 +60,10 @@ class GraphRegistryAccess:
     def index_arn(self) -> str:
         return f"{self.graph_table_arn}/index/{self.graph_instance_index}"
 
+    def size_reader_statements(self) -> list[iam.PolicyStatement]:
+        """`Need.GRAPH_REGISTRY_READ`: graph sizes by key (BatchGetItem), nothing else."""
+        return [iam.PolicyStatement(actions=["dynamodb:BatchGetItem"], resources=[self.graph_table_arn])]
+
     def statements(self) -> list[iam.PolicyStatement]:
         tables = [self.instance_table_arn, self.graph_table_arn]
         return [

@@ -191,6 +191,12 @@ def _grant_graph_registry(job: Job, resources: JobResources, grant: Grant) -> No
     grant.environment.update(registry.environment)
 
 
+def _grant_graph_registry_read(job: Job, resources: JobResources, grant: Grant) -> None:
+    registry = _provided(resources.graph_registry, job, Need.GRAPH_REGISTRY_READ)
+    grant.statements.extend(registry.size_reader_statements())
+    grant.environment["GRAPH_REGISTRY_TABLE"] = registry.graph_table_name
+
+
 def _grant_graph_api(job: Job, resources: JobResources, grant: Grant) -> None:
     api = _provided(resources.graph_api, job, Need.GRAPH_API)
     grant.place(api.vpc, api.subnets, api.client_security_group)
@@ -235,6 +241,7 @@ NEED_GRANTS: dict[Need, Callable[[Job, JobResources, Grant], None]] = {
     Need.STORAGE_READ: _grant_storage_read,
     Need.METRICS_READ: _grant_metrics_read,
     Need.GRAPH_REGISTRY: _grant_graph_registry,
+    Need.GRAPH_REGISTRY_READ: _grant_graph_registry_read,
     Need.GRAPH_API: _grant_graph_api,
     Need.GRAPH_METRICS: _grant_graph_metrics,
     Need.EC2_READ: _grant_ec2_read,

@@ -214,6 +214,7 @@ def test_a_state_change_checks_that_instance_only(world: dict[str, Any]) -> None
         world["clients"], SETTINGS, Action.HEALTH_CHECK, now=NOW, dry_run=False, instance_id=ids["stopped"]
     )
     assert report.checked == 1 and report.marked_unhealthy == [ids["stopped"]]
+    assert metric("InstancesPastGrace") == []  # one instance's check says nothing of the fleet's
     after = statuses(registries)
     assert {k: v for k, v in after.items() if k != ids["stopped"]} == {
         k: v for k, v in before.items() if k != ids["stopped"]

@@ -405,3 +405,28 @@ def test_the_node_reads_its_key_from_secrets_manager(aws: str, tmp_path: Path) -
         with httpx.Client(base_url=server.url, timeout=30) as client:
             assert client.get("/health", headers={"X-Api-Key": "s" * 40}).status_code == 200
             assert client.get("/health", headers={"X-Api-Key": KEY}).status_code == 401
+
+
+def test_the_node_client_speaks_the_api_and_says_what_was_refused(node: GraphNodeServer) -> None:
+    from beatless.errors import InvalidInputError
+    from beatless.graphs.client import NodeClient, NodeRequestError, NodeUnreachableError
+
+    client = NodeClient(node.url, KEY)
+    assert client.health()["status"] == "healthy"
+    client.create("g1", SCHEMA)
+    assert client.query("g1", COUNT_QUERY)["rows"] == [[0, 0, None]]
+    with pytest.raises(NodeRequestError) as refused:
+        client.query("g1", "CREATE (:Company {id: 'x'})")  # a write through the query endpoint
+    assert refused.value.status == 400 and refused.value.error["error"]["field"] == "query"
+    with pytest.raises(NodeRequestError) as odd:
+        client.query("g1/query", COUNT_QUERY)  # stays one path segment: no such graph, not another route
+    assert odd.value.status in (400, 404)
+    with pytest.raises(NodeRequestError) as unauthorized:
+        NodeClient(node.url, "wrong-key-0123456789").health()
+    assert unauthorized.value.status == 401
+    with pytest.raises(InvalidInputError) as scheme:
+        NodeClient("file:///etc/passwd", KEY)
+    assert scheme.value.field == "endpoint"
+    with pytest.raises(NodeUnreachableError):
+        NodeClient("http://127.0.0.1:9", KEY, timeout=2).health()
+    assert "wrong-key" not in repr(NodeClient(node.url, "wrong-key-0123456789"))

@@ -497,6 +497,15 @@ def test_graph_plane_grants_follow_the_jobs_needs(case: tuple[Any, Job]) -> None
                 assert "*" not in json.dumps(resource), resource
     graph_env = {"INSTANCE_REGISTRY_TABLE", "GRAPH_REGISTRY_TABLE"}
     assert (graph_env <= set(env)) == (Need.GRAPH_REGISTRY in job.needs)
+    assert ("GRAPH_REGISTRY_TABLE" in env) == bool(
+        {Need.GRAPH_REGISTRY, Need.GRAPH_REGISTRY_READ} & job.needs
+    )
+    if Need.GRAPH_REGISTRY_READ in job.needs and Need.GRAPH_REGISTRY not in job.needs:
+        # A reader of graph sizes: BatchGetItem on the graph table, no write, no other table.
+        dynamo = [s for s in statements if any(a.startswith("dynamodb:") for a in _actions(s))]
+        assert [_actions(s) for s in dynamo] == [["dynamodb:BatchGetItem"]]
+        assert synth.logical_id(registry.graphs) in json.dumps(dynamo[0]["Resource"])
+        assert synth.logical_id(registry.instances) not in json.dumps(dynamo[0]["Resource"])
     assert ("GRAPH_API_KEY_SECRET_ARN" in env) == ("GRAPH_ASG_NAME" in env) == (Need.GRAPH_API in job.needs)
     if Need.GRAPH_METRICS in job.needs:
         assert env["METRICS_NAMESPACE"] == synth.config.graph.metrics_namespace

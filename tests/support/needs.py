@@ -121,8 +121,8 @@ class JobEnvironment:
             self.monkeypatch.setenv("STORAGE_BUCKET", BUCKET)
         if Need.METRICS_READ in job.needs:
             self._watched_schedule()
-        if Need.GRAPH_REGISTRY in job.needs:
-            self._graph_registries()
+        if {Need.GRAPH_REGISTRY, Need.GRAPH_REGISTRY_READ} & job.needs:
+            self._graph_registries(read_only=Need.GRAPH_REGISTRY not in job.needs)
         if Need.GRAPH_API in job.needs:
             self.monkeypatch.setenv("GRAPH_API_KEY", GRAPH_API_KEY)
             self.monkeypatch.delenv("GRAPH_API_KEY_SECRET_ARN", raising=False)
@@ -163,11 +163,13 @@ class JobEnvironment:
             snapshot(self.conn) if self.conn is not None else None, names, printed, self._registry_rows()
         )
 
-    def _graph_registries(self) -> None:
+    def _graph_registries(self, *, read_only: bool) -> None:
         """A node EC2 still runs that refuses connections, with a graph; a graph deleted
-        a year ago; an orphan: every action of the monitor has something to change."""
+        a year ago; an orphan: every action of the monitor has something to change.
+        A reader of graph sizes (`GRAPH_REGISTRY_READ`) is told the graph table only."""
         create_tables(boto3.client("dynamodb"), INSTANCE_TABLE, GRAPH_TABLE)
-        self.monkeypatch.setenv("INSTANCE_REGISTRY_TABLE", INSTANCE_TABLE)
+        if not read_only:
+            self.monkeypatch.setenv("INSTANCE_REGISTRY_TABLE", INSTANCE_TABLE)
         self.monkeypatch.setenv("GRAPH_REGISTRY_TABLE", GRAPH_TABLE)
         ec2 = boto3.client("ec2")
         instance_id = ec2.run_instances(ImageId=MOTO_IMAGE_ID, MinCount=1, MaxCount=1)["Instances"][0][

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from beatless.errors import BeatlessError
+from beatless.errors import BeatlessError, InvalidInputError
 
 DEFAULT_TIMEOUT_SECONDS = 120.0
+
+
+def _segment(graph_id: str) -> str:
+    return urllib.parse.quote(graph_id, safe="")  # "a/query" stays one path segment
 
 
 class NodeRequestError(BeatlessError):
@@ -30,8 +35,20 @@ class NodeUnreachableError(BeatlessError):
     pass
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A node never redirects; following one would send the key elsewhere."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 class NodeClient:
     def __init__(self, endpoint: str, api_key: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+        if urllib.parse.urlsplit(endpoint).scheme not in ("http", "https"):
+            raise InvalidInputError("endpoint", f"must be http(s)://host:port, got {endpoint!r}")
         self.endpoint = endpoint.rstrip("/")
         self._api_key = api_key
         self.timeout = timeout
@@ -46,18 +63,22 @@ class NodeClient:
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                answer: dict[str, Any] = json.loads(response.read() or b"{}")
-                return answer
+            with _OPENER.open(request, timeout=self.timeout) as response:
+                raw = response.read()
         except urllib.error.HTTPError as error:
-            raw = error.read()
+            detail_raw = error.read()
             try:
-                detail: Any = json.loads(raw)
+                detail: Any = json.loads(detail_raw)
             except ValueError:
-                detail = raw.decode(errors="replace")[:500]
+                detail = detail_raw.decode(errors="replace")[:500]
             raise NodeRequestError(method, path, error.code, detail) from None
         except (urllib.error.URLError, OSError) as error:
             raise NodeUnreachableError(f"{method} {self.endpoint}{path}: {error}") from None
+        try:
+            answer: dict[str, Any] = json.loads(raw or b"{}")
+        except ValueError:
+            raise NodeRequestError(method, path, 200, f"not JSON: {raw[:200]!r}") from None
+        return answer
 
     def health(self) -> dict[str, Any]:
         return self.request("GET", "/health")
@@ -66,7 +87,7 @@ class NodeClient:
         return self.request("POST", "/databases", {"graph_id": graph_id, "schema": schema})
 
     def delete(self, graph_id: str) -> dict[str, Any]:
-        return self.request("DELETE", f"/databases/{graph_id}")
+        return self.request("DELETE", f"/databases/{_segment(graph_id)}")
 
     def load(
         self, graph_id: str, load_id: str, bucket: str, files: Sequence[tuple[str, str]]
@@ -74,7 +95,7 @@ class NodeClient:
         """COPY each `(table, key)` from `bucket` into the graph, in order (a retried
         `load_id` skips what the node already loaded)."""
         body = {"load_id": load_id, "bucket": bucket, "files": [{"table": t, "key": k} for t, k in files]}
-        return self.request("POST", f"/databases/{graph_id}/load", body)
+        return self.request("POST", f"/databases/{_segment(graph_id)}/load", body)
 
     def query(
         self,
@@ -87,11 +108,11 @@ class NodeClient:
         body: dict[str, Any] = {"query": query, "parameters": dict(parameters or {})}
         if limit is not None:
             body["limit"] = limit
-        return self.request("POST", f"/databases/{graph_id}/query", body)
+        return self.request("POST", f"/databases/{_segment(graph_id)}/query", body)
 
     def backup(self, graph_id: str, bucket: str, key: str) -> dict[str, Any]:
-        return self.request("POST", f"/databases/{graph_id}/backup", {"bucket": bucket, "key": key})
+        return self.request("POST", f"/databases/{_segment(graph_id)}/backup", {"bucket": bucket, "key": key})
 
     def restore(self, graph_id: str, bucket: str, key: str, sha256: str | None = None) -> dict[str, Any]:
         body = {"bucket": bucket, "key": key, **({"sha256": sha256} if sha256 else {})}
-        return self.request("POST", f"/databases/{graph_id}/restore", body)
+        return self.request("POST", f"/databases/{_segment(graph_id)}/restore", body)

@@ -266,7 +266,8 @@ def maintain(
                 cleanup_graphs(clients, settings, report, now=now, dry_run=dry_run)
         except (ClientError, BotoCoreError) as error:
             report.failures.append(f"{step}: {error}")
-    _publish(clients.cloudwatch, settings.namespace, _run_metrics(report, action), now)
+    data = _run_metrics(report, action, whole_fleet=instance_id is None)
+    _publish(clients.cloudwatch, settings.namespace, data, now)
     if report.failures:
         raise MaintenanceFailedError(report.failures, report.as_dict())
     return report
@@ -433,11 +434,11 @@ def cleanup_graphs(
         report.graphs_removed.append(graph.graph_id)
 
 
-def _run_metrics(report: Report, action: Action) -> list[dict[str, Any]]:
+def _run_metrics(report: Report, action: Action, *, whole_fleet: bool = True) -> list[dict[str, Any]]:
     data: list[dict[str, Any]] = [
         {"MetricName": name, "Value": value, "Unit": "Count"} for name, value in report.metrics.items()
     ]
-    if Action.HEALTH_CHECK in STEPS[action]:
+    if Action.HEALTH_CHECK in STEPS[action] and whole_fleet:  # one instance's check says nothing of the rest
         data.append(
             {"MetricName": INSTANCES_PAST_GRACE, "Value": float(len(report.past_grace)), "Unit": "Count"}
         )

@@ -33,6 +33,7 @@ class Need(enum.StrEnum):
     STORAGE_READ = "storage_read"  # s3:ListBucket on the customer data bucket (usage collection)
     METRICS_READ = "metrics_read"  # cloudwatch:GetMetricData, scheduler:GetSchedule (job_watchdog)
     GRAPH_REGISTRY = "graph_registry"  # read/write the instance and graph registries (DynamoDB)
+    GRAPH_REGISTRY_READ = "graph_registry_read"  # dynamodb:BatchGetItem on the graph registry (sizes)
     GRAPH_API = "graph_api"  # network access to the graph nodes and read access to their API key secret
     GRAPH_METRICS = "graph_metrics"  # cloudwatch:PutMetricData in the graph namespace (Beatless/Graph)
     EC2_READ = "ec2_read"  # ec2:DescribeInstances
@@ -307,7 +308,7 @@ def build_jobs(*, monthly_allocation: MonthlyTime = MONTHLY_ALLOCATION) -> tuple
             period=PeriodKind.HOUR,
             timeout_seconds=600,
             memory_mb=256,
-            needs=frozenset({Need.DATABASE, Need.STORAGE_READ, Need.GRAPH_REGISTRY}),
+            needs=frozenset({Need.DATABASE, Need.STORAGE_READ, Need.GRAPH_REGISTRY_READ}),
             # A snapshot measures "now" for its hour: deliver within the hour or not at all.
             retry=RetryPolicy(
                 scheduler_attempts=3, max_event_age_seconds=50 * MINUTE, lambda_async_retries=2

@@ -12,6 +12,7 @@ variables); here each need's environment turns into the thing a job uses:
 - `Need.ECS_READ`: an ECS client (`ECS_CLUSTER`, `ECS_SERVICE`);
 - `Need.STORAGE_READ`: an S3 client (`STORAGE_BUCKET`);
 - `Need.GRAPH_REGISTRY`: the DynamoDB resource (`INSTANCE_REGISTRY_TABLE`, `GRAPH_REGISTRY_TABLE`);
+- `Need.GRAPH_REGISTRY_READ`: the same resource, granted BatchGetItem on `GRAPH_REGISTRY_TABLE` only;
 - `Need.GRAPH_API`: the graph nodes' API key (`GRAPH_API_KEY_SECRET_ARN`; locally `GRAPH_API_KEY`);
 - `Need.GRAPH_METRICS`: a CloudWatch client (`METRICS_NAMESPACE`, the graph namespace);
 - `Need.EC2_READ`: an EC2 client.

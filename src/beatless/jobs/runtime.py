@@ -145,7 +145,7 @@ class JobContext:
         return self.resources.ec2()
 
     def dynamodb(self) -> DynamoDBServiceResource:
-        self._require(Need.GRAPH_REGISTRY)
+        self._require(Need.GRAPH_REGISTRY, Need.GRAPH_REGISTRY_READ)
         return self.resources.dynamodb()
 
     def graph_api_key(self) -> str:

@@ -16,6 +16,7 @@ import contextlib
 import csv
 import io
 import secrets
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -190,13 +191,22 @@ def run_monitor_cycle(env: dict[str, str]) -> dict[str, Any]:
     name = "kuzu_instance_monitor"
     entry = job(name)
     logs = io.StringIO()  # its JSON log lines and EMF line, as Lambda would print them
-    with environ({**dict(entry.environment), "METRICS_NAMESPACE": "Beatless/Graph", **env}), \
+    settings: dict[str, str | None] = {
+        **dict(entry.environment),
+        "METRICS_NAMESPACE": "Beatless/Graph",
+        "GRAPH_API_KEY_SECRET_ARN": None,  # the key comes from `env`, whatever this shell has set
+        **env,
+    }
+    with environ(settings), \
             contextlib.redirect_stdout(logs):  # fmt: skip
         handler = entry_point_handler(name)
         reset_clients()
         reset_resources()
         try:
             summary = handler({"action": "full_maintenance"}, LocalContext(entry))
+        except BaseException:
+            sys.stderr.write(logs.getvalue()[-8000:])  # what the handler logged says why
+            raise
         finally:
             reset_resources()
             reset_clients()

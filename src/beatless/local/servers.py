@@ -242,10 +242,14 @@ def aws_environment(endpoint_url: str, region: str = "us-east-1") -> dict[str, s
 
 
 @contextlib.contextmanager
-def environ(updates: dict[str, str]) -> Iterator[None]:
-    """Temporarily set environment variables in this process."""
+def environ(updates: dict[str, str | None]) -> Iterator[None]:
+    """Temporarily set (None: unset) environment variables in this process."""
     saved = {key: os.environ.get(key) for key in updates}
-    os.environ.update(updates)
+    for key, value in updates.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     try:
         yield
     finally:
@@ -318,6 +322,9 @@ class GraphNodeServer:
         except TimeoutError:
             self.kill()
             raise RuntimeError(f"graph node did not start:\n{self.log.read_text()[-3000:]}") from None
+        except BaseException:  # Ctrl-C while it starts: its own session would outlive us
+            self.kill()
+            raise
         return self
 
     def stop(self, grace: float = 30.0) -> int | None:

@@ -72,14 +72,13 @@ class CollectorSettings:
     prefix: str
     graph_data_dir: Path | None
     graph_table: str | None = None
-    instance_table: str | None = None
 
     @classmethod
     def from_env(cls, env: Env) -> CollectorSettings:
         """`STORAGE_BUCKET` (required: the customer data bucket), `STORAGE_PREFIX`
         (default `graphs/`), and where graph databases are measured — at most one of
-        `GRAPH_REGISTRY_TABLE` (the graph registry's `size_bytes`, as deployed; with
-        `INSTANCE_REGISTRY_TABLE`) and `GRAPH_DATA_DIR` (a directory of graph
+        `GRAPH_REGISTRY_TABLE` (the graph registry's `size_bytes`, as deployed) and
+        `GRAPH_DATA_DIR` (a directory of graph
         databases, measured by `DirectoryGraphSizes`)."""
         bucket = env_str(env, "STORAGE_BUCKET", required=True)
         assert bucket is not None
@@ -96,8 +95,7 @@ class CollectorSettings:
             raise InvalidInputError(
                 "GRAPH_DATA_DIR", "set at most one of it and GRAPH_REGISTRY_TABLE (graphs would count twice)"
             )
-        instance_table = env_str(env, "INSTANCE_REGISTRY_TABLE")
-        return cls(bucket, prefix, Path(data_dir) if data_dir else None, graph_table, instance_table)
+        return cls(bucket, prefix, Path(data_dir) if data_dir else None, graph_table)
 
 
 def collect_storage_usage(

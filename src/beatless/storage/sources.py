@@ -25,8 +25,8 @@ Sources that exist today:
       <root>/<graph_id>  (a single file) -> graph_bytes
 
   In AWS, `RegistryGraphSizes`: the graph registry (`GRAPH_REGISTRY_TABLE`),
-  whose `size_bytes` each graph node keeps current (at every heartbeat and
-  after every load). A graph the registry does not know, or whose database is
+  whose `size_bytes` each graph node keeps current (at every heartbeat,
+  `GRAPH_HEARTBEAT_SECONDS`, 30 s by default). A graph the registry does not know, or whose database is
   gone (`deleted`, `orphaned`), has 0 graph bytes. The registry records no
   subgraphs, so subgraph_bytes = 0 there.
 """

@@ -309,13 +309,21 @@ async def restore(request: Request) -> Response:
     expected = data.get("sha256")
     if expected is not None and expected != recorded:
         raise BackupIntegrityError(f"the object's recorded sha256 {recorded} is not the expected {expected}")
+
+    def open_body() -> Any:
+        # Opened under the database's writer lock, so a body never waits unread behind a load.
+        try:
+            return node.s3.get_object(Bucket=bucket, Key=key, IfMatch=head["ETag"])["Body"]
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "PreconditionFailed":
+                raise BackupIntegrityError(
+                    f"s3://{bucket}/{key} changed while it was being restored"
+                ) from None
+            raise InvalidInputError("key", f"cannot read s3://{bucket}/{key}: {error}") from None
+
     # One pass from S3 to disk: hashed, decompressed and written as it arrives (no staged
     # copy of the archive); the database is replaced only after the digest matched.
-    body = node.s3.get_object(Bucket=bucket, Key=key, IfMatch=head["ETag"])["Body"]
-    try:
-        size = await _threaded(host.restore, graph_id, body, sha256=recorded)
-    finally:
-        body.close()
+    size = await _threaded(host.restore, graph_id, open_body, sha256=recorded)
     return JSONResponse({"graph_id": graph_id, "sha256": recorded, "size_bytes": size})
 
 

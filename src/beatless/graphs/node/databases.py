@@ -276,9 +276,10 @@ class DatabaseHost:
                 raise BeatlessError(f"graph {graph_id!r} has {leftovers} after CHECKPOINT: not backed up")
             return backup.pack(folder / DATABASE_FILE, archive)
 
-    def restore(self, graph_id: str, archive: Path | BinaryIO, *, sha256: str) -> int:
-        """Replace (or create) the graph's database from an archive (a file, or a stream such
-        as an S3 body) once it verified against `sha256`; opens it to check."""
+    def restore(self, graph_id: str, archive: Path | Callable[[], BinaryIO], *, sha256: str) -> int:
+        """Replace (or create) the graph's database from an archive — a file, or a function
+        that opens a stream (an S3 body), called once the writer lock is held — after it
+        verified against `sha256`; opens it to check."""
         check_id("graph_id", graph_id)
         with self._writing(graph_id, wait=True):
             folder = self._dir(graph_id)
@@ -288,7 +289,8 @@ class DatabaseHost:
                 if isinstance(archive, Path):
                     size = backup.unpack(archive, incoming, expected_sha256=sha256)
                 else:
-                    size = backup.unpack_stream(archive, incoming, expected_sha256=sha256)
+                    with contextlib.closing(archive()) as stream:
+                        size = backup.unpack_stream(stream, incoming, expected_sha256=sha256)
             except BaseException:
                 incoming.unlink(missing_ok=True)
                 if not (folder / DATABASE_FILE).exists():
