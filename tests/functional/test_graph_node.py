@@ -380,19 +380,24 @@ def test_the_node_registers_reports_health_and_sizes_and_stops_cleanly(
     registries.graphs.put_item(
         Item={"graph_id": "g1", "instance_id": "node-1", "status": str(GraphStatus.ACTIVE)}
     )
+    registries.graphs.put_item(  # the registry says another node owns g2: this one may not size it
+        Item={"graph_id": "g2", "instance_id": "node-2", "status": str(GraphStatus.ACTIVE), "size_bytes": 7}
+    )
     with api(node) as client:
         created(client)
+        created(client, "g2")  # a database here whose registry row names another node
         health = client.get("/health").json()
         assert {k: health[k] for k in ("status", "capacity", "database_count")} == {
             "status": "healthy",
             "capacity": 7,
-            "database_count": 1,
+            "database_count": 2,
         }
         assert 0 < health["disk_used_bytes"] <= health["disk_total_bytes"] and health["version"]
     deadline = time.monotonic() + 10
     while (registries.graph("g1").size_bytes or 0) == 0 and time.monotonic() < deadline:  # type: ignore[union-attr]
         time.sleep(0.2)
     assert registries.graph("g1").size_bytes > 0  # type: ignore[union-attr]
+    assert registries.graph("g2").size_bytes == 7  # type: ignore[union-attr]
     # SIGTERM: uvicorn finishes, the lifespan closes every database, then it re-raises the signal.
     assert node.stop() in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in node.log.read_text()

@@ -271,12 +271,14 @@ class Registries:
             ExpressionAttributeValues={":t": iso_z(at), ":u": disk_used_bytes, ":d": disk_total_bytes},
         )
 
-    def record_size(self, graph_id: str, size_bytes: int) -> None:
+    def record_size(self, graph_id: str, size_bytes: int, *, instance_id: str) -> None:
+        """The graph's size, as the node that owns it measured it (only that node may record
+        it: the storage collector bills it). Raises ConditionalCheckFailed otherwise."""
         self.graphs.update_item(
             Key={"graph_id": graph_id},
             UpdateExpression="SET size_bytes = :s",
-            ConditionExpression="attribute_exists(graph_id)",
-            ExpressionAttributeValues={":s": size_bytes},
+            ConditionExpression="attribute_exists(graph_id) AND instance_id = :me",
+            ExpressionAttributeValues={":s": size_bytes, ":me": instance_id},
         )
 
     def record_backup(self, graph_id: str, key: str, sha256: str) -> None:

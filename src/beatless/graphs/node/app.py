@@ -113,10 +113,12 @@ class Node:
         )
         for graph_id in self.host.graph_ids():
             try:
-                self.registries.record_size(graph_id, self.host.size(graph_id))
+                self.registries.record_size(
+                    graph_id, self.host.size(graph_id), instance_id=self.settings.instance_id
+                )
             except ClientError as error:
                 if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                    raise  # a graph without a registry row is local-only: nothing to record
+                    raise  # a graph without a registry row (local-only) or owned by another: not ours
 
     def _beat_forever(self) -> None:
         while not self._stop.wait(self.settings.heartbeat_seconds):
