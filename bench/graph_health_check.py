@@ -168,27 +168,20 @@ class Calls:
 
 @contextmanager
 def moto() -> Iterator[None]:
+    """moto in this process; any AWS_ENDPOINT_URL of the shell set aside meanwhile."""
     from moto import mock_aws
 
-    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")}
-    os.environ.pop("AWS_ENDPOINT_URL", None)
-    os.environ.update(
-        {
-            "AWS_DEFAULT_REGION": REGION,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing",
-        }
-    )
-    try:
-        with mock_aws():
-            yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    from beatless.local.servers import environ
+
+    fake: dict[str, str | None] = {
+        "AWS_ENDPOINT_URL": None,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+    }
+    with environ(fake), mock_aws():
+        yield
 
 
 def build(n: int, per_reservation: int, stub_url: str, refusing_url: str) -> dict[str, Any]:
