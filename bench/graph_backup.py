@@ -32,7 +32,7 @@ the same queries as the original.
 The steps of each are also timed in this process on the same file (pack, S3 upload and
 download with boto3 — and one streamed GET, for reference: moto reads the whole object for
 every ranged GET of a download_file — unpack with its checksum pass and fsync, and the
-same bytes written and synced without compression: the disk's floor) to show where the
+same bytes written through the page cache and synced, for comparison) to show where the
 node's time goes. With them the bench prints what the S3 stand-in allows: a backup must
 hand the whole archive to S3, so even one that overlapped compression and upload
 perfectly could not beat max(compress alone, the upload alone); that ceiling, as a share
@@ -242,7 +242,7 @@ def steps_in_process(service: Stack, work: Path, source: Path) -> dict[str, floa
     )
     step("  of which the SHA-256 pass: sha256_of(archive)", backup.sha256_of, fetched)
     copy = work / "steps.copy"
-    step("disk floor: the same data bytes written + fsync (no compression)", _write_synced, source, copy)
+    step("page cache: the same bytes written buffered + fsync", _write_synced, source, copy)
     copy.unlink()
     service.s3.delete_object(Bucket=BUCKET, Key="steps.lbbk")
     for path in (archive, restored, fetched):
