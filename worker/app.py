@@ -46,7 +46,7 @@ from kombu import Queue
 from beatless.errors import ConfigurationError
 from beatless.queues.priorities import DEFAULT_CELERY_PRIORITY
 from beatless.workers.settings import DEFAULT_QUEUE, WorkerSettings
-from worker import consumer_state, tasks  # consumer_state registers `beatless_consumer`
+from worker import consumer_state, operations, tasks  # consumer_state registers `beatless_consumer`
 from worker.protection import TaskProtectionStep
 from worker.shutdown import SoftShutdownStep
 
@@ -68,8 +68,9 @@ class BeatlessCelery(Celery):
 def route_with_default_priority(
     name: str, args: Any, kwargs: Any, options: dict[str, Any], task: Any = None, **kw: Any
 ) -> dict[str, Any]:
-    """Every message gets a queue and a priority; the producer's own choice wins."""
-    return {"queue": DEFAULT_QUEUE, "priority": DEFAULT_CELERY_PRIORITY}
+    """Every message gets a queue (an operation's own: `graph` or `ingest`) and a priority;
+    the producer's own choice wins."""
+    return {"queue": operations.QUEUE_OF.get(name, DEFAULT_QUEUE), "priority": DEFAULT_CELERY_PRIORITY}
 
 
 def celery_config(settings: WorkerSettings) -> dict[str, Any]:
@@ -160,6 +161,7 @@ def create_app(settings: WorkerSettings) -> BeatlessCelery:
     app = BeatlessCelery(settings, set_as_current=False)
     app.conf.update(celery_config(settings))
     tasks.register(app)
+    operations.register(app)
     app.steps["worker"].add(StartupCheck)
     app.steps["worker"].add(TaskProtectionStep)
     app.steps["worker"].add(SoftShutdownStep)

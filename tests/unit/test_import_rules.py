@@ -13,8 +13,17 @@ from beatless.jobs import JOBS
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "src" / "beatless"
 # Not on the Lambda path: the local runner and the CLI (not in the bundle), the worker's core,
-# the graph node service (LadybugDB).
-OFF_THE_LAMBDA_PATH = ("beatless.local", "beatless.cli", "beatless.workers", "beatless.graphs.node")
+# the graph node service (LadybugDB), the heavy operations (worker only: pydantic, the graph engine
+# and DuckDB may be theirs).
+OFF_THE_LAMBDA_PATH = (
+    "beatless.local",
+    "beatless.cli",
+    "beatless.workers",
+    "beatless.graphs.node",
+    "beatless.operations",
+    "beatless.graphs.operations",
+    "beatless.graphs.params",
+)
 
 
 def contracts() -> dict[str, dict[str, object]]:

@@ -12,7 +12,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from beatless.errors import BeatlessError, InvalidInputError
@@ -116,3 +116,15 @@ class NodeClient:
     def restore(self, graph_id: str, bucket: str, key: str, sha256: str | None = None) -> dict[str, Any]:
         body = {"bucket": bucket, "key": key, **({"sha256": sha256} if sha256 else {})}
         return self.request("POST", f"/databases/{_segment(graph_id)}/restore", body)
+
+
+def api_key_from_env(env: Mapping[str, str], secretsmanager: Callable[[], Any]) -> str:
+    """The key of every node request: `GRAPH_API_KEY_SECRET_ARN` (Secrets Manager; its
+    `SecretString` is the key) or, locally, `GRAPH_API_KEY` — exactly one of them."""
+    from beatless.secrets import CachedSecret
+    from beatless.settings import env_str
+
+    arn, key = env_str(env, "GRAPH_API_KEY_SECRET_ARN"), env_str(env, "GRAPH_API_KEY")
+    if (arn is None) == (key is None):
+        raise InvalidInputError("GRAPH_API_KEY_SECRET_ARN", "set exactly one of it and GRAPH_API_KEY")
+    return key or CachedSecret(secretsmanager(), str(arn)).get()

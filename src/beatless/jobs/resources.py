@@ -144,18 +144,11 @@ class Resources:
 
     def graph_api_key(self) -> str:
         """`Need.GRAPH_API`: the key every graph node request carries (fetched once)."""
-        from beatless.secrets import CachedSecret
-        from beatless.settings import env_str
+        from beatless.graphs.client import api_key_from_env
 
         with self._lock:
             if self._graph_api_key is None:
-                arn = env_str(self.env, "GRAPH_API_KEY_SECRET_ARN")
-                key = env_str(self.env, "GRAPH_API_KEY")
-                if (arn is None) == (key is None):
-                    raise InvalidInputError(
-                        "GRAPH_API_KEY_SECRET_ARN", "set exactly one of it and GRAPH_API_KEY"
-                    )
-                self._graph_api_key = key or CachedSecret(self.secretsmanager(), str(arn)).get()
+                self._graph_api_key = api_key_from_env(self.env, self.secretsmanager)
             return self._graph_api_key
 
     def secretsmanager(self) -> Any:

@@ -1,0 +1,118 @@
+"""The cores of the graph operations (the worker's `graph` queue), run by
+`beatless.operations.runtime.run_operation`.
+
+Each is idempotent per graph, so an attempt that takes over from a dead one
+completes its work instead of doubling it:
+
+- `create_graph`: place (a slot claimed in the registries; a graph placed
+  before keeps its placement) -> create the database on its node (one that
+  exists already with the same tables is the earlier attempt's) -> `active`.
+  Cancelled or failed after the placement, it deletes what it made and marks
+  the registry row `deleted`: no half-created graph holds a slot.
+- `delete_graph`: the database off its node (gone already is fine) -> the row
+  `deleted`, the slot given back.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from beatless.errors import InvalidInputError
+from beatless.graphs.client import NodeRequestError
+from beatless.graphs.placement import mark_active, place_graph, release_graph
+from beatless.graphs.registry import PLACED_STATUSES, GraphStatus
+from beatless.operations.records import LeaseLostError
+from beatless.operations.runtime import Operation
+
+
+def create_graph(op: Operation, params: dict[str, Any]) -> dict[str, Any]:
+    resources = op.resources
+    graph_id, schema = params["graph_id"], params["schema"]
+    registries = resources.registries()
+    op.stage("place", 10, "claiming a slot on a graph node")
+    before = registries.graph(graph_id)
+    # Ours to undo: placed now, or left `creating` by an earlier attempt. A graph that was
+    # active already belongs to whoever made it: never undone here.
+    ours = before is None or before.status is not GraphStatus.ACTIVE
+    placement = place_graph(registries, graph_id, at=datetime.now(UTC), autoscaling=resources.autoscaling())
+    try:
+        op.stage("create", 40, f"creating the database on {placement.instance_id}")
+        node = resources.node(placement.endpoint)
+        try:
+            node.create(graph_id, schema)
+        except NodeRequestError as error:
+            if error.status != 409:
+                raise
+            _same_tables(node.request("GET", f"/databases/{graph_id}"), schema, graph_id)
+        op.stage("activate", 80, "marking the graph active")
+        _activate(registries, graph_id)
+    except LeaseLostError:
+        raise  # another attempt owns the graph now: leave its work alone
+    except BaseException:
+        _undo_create(resources, registries, graph_id, placement.endpoint, ours)
+        raise
+    return {"graph_id": graph_id, "instance_id": placement.instance_id, "placed_now": placement.created}
+
+
+def _same_tables(described: dict[str, Any], schema: dict[str, Any], graph_id: str) -> None:
+    wanted = {t["name"] for t in schema["nodes"]} | {t["name"] for t in schema.get("relationships", [])}
+    present = set(described.get("tables", {}))
+    if present != wanted:
+        raise InvalidInputError(
+            "params.graph_id",
+            f"graph {graph_id!r} exists on its node with other tables ({sorted(present)}, "
+            f"not {sorted(wanted)})",
+        )
+
+
+def _activate(registries: Any, graph_id: str) -> None:
+    try:
+        mark_active(registries, graph_id)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            raise
+        graph = registries.graph(graph_id)
+        if graph is None or graph.status is not GraphStatus.ACTIVE:  # active already: an earlier attempt
+            raise
+
+
+def _undo_create(resources: Any, registries: Any, graph_id: str, endpoint: str, ours: bool) -> None:
+    """Leave no half-created graph: its database off the node, its row `deleted`."""
+    if not ours:
+        return
+    if endpoint:
+        try:
+            resources.node(endpoint).delete(graph_id)
+        except NodeRequestError as error:
+            if error.status != 404:
+                raise
+    graph = registries.graph(graph_id)
+    if graph is not None and graph.status in PLACED_STATUSES:
+        release_graph(registries, graph_id, at=datetime.now(UTC), autoscaling=resources.autoscaling())
+
+
+def delete_graph(op: Operation, params: dict[str, Any]) -> dict[str, Any]:
+    resources = op.resources
+    graph_id = params["graph_id"]
+    registries = resources.registries()
+    op.stage("delete", 20, "removing the database from its node")
+    graph = registries.graph(graph_id)
+    if graph is None or graph.status not in PLACED_STATUSES:
+        return {
+            "graph_id": graph_id,
+            "deleted": False,
+            "status": None if graph is None else str(graph.status),
+        }
+    instance = registries.instance(graph.instance_id)
+    if instance is not None:
+        try:
+            resources.node(instance.endpoint).delete(graph_id)
+        except NodeRequestError as error:
+            if error.status != 404:
+                raise
+    op.stage("release", 70, "giving the slot back")
+    release_graph(registries, graph_id, at=datetime.now(UTC), autoscaling=resources.autoscaling())
+    return {"graph_id": graph_id, "deleted": True, "status": str(GraphStatus.DELETED)}

@@ -1,0 +1,32 @@
+"""Parameters of the graph operations (`beatless.operations.catalogue`), validated twice:
+when a task is launched and when it starts. Errors name the field."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from beatless.graphs.schema import GraphSchema
+
+GraphId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="the graph's id")]
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+
+class CreateGraphParams(_Params):
+    graph_id: GraphId
+    graph_schema: dict[str, Any] = Field(
+        alias="schema", description="node and relationship tables (`beatless.graphs.schema`)"
+    )
+
+    @field_validator("graph_schema")
+    @classmethod
+    def _valid_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return GraphSchema.parse(value, field="schema").as_dict()  # raises naming the nested field
+
+
+class DeleteGraphParams(_Params):
+    graph_id: GraphId

@@ -1,0 +1,145 @@
+"""The task catalogue: every heavy operation the worker runs, as data.
+
+Read by the worker (one Celery task per entry), by the task API and the CLI
+(what may be launched, its JSON Schema), by the docs and the tests. An entry
+names its core by dotted path, so reading the catalogue imports no core (nor
+DuckDB, the graph engine or Celery).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from beatless.credits.money import MICRO_PER_CREDIT
+from beatless.errors import InvalidInputError
+
+GRAPH_QUEUE = "graph"
+INGEST_QUEUE = "ingest"
+TASK_PREFIX = "beatless."
+
+
+@dataclass(frozen=True)
+class CostRule:
+    """`base` credits plus `per_unit` credits for each `unit` (rounded up to a
+    micro-credit). The estimate is held before the work; the actual cost, from what
+    the work did, is committed — never more than the estimate."""
+
+    base_micro: int
+    per_unit_micro: int = 0
+    unit: str = ""
+
+    def estimate_micro(self, units: float) -> int:
+        return self.base_micro + math.ceil(max(0.0, units) * self.per_unit_micro)
+
+    actual_micro = estimate_micro
+
+    def describe(self) -> dict[str, Any]:
+        described: dict[str, Any] = {"base_credits": self.base_micro / MICRO_PER_CREDIT}
+        if self.per_unit_micro:
+            described |= {"credits_per_unit": self.per_unit_micro / MICRO_PER_CREDIT, "unit": self.unit}
+        return described
+
+
+def _no_units(resources: Any, params: Mapping[str, Any]) -> float:
+    return 0.0
+
+
+def _units_in_result(params: Mapping[str, Any], result: Mapping[str, Any]) -> float:
+    return float(result.get("units", 0.0))
+
+
+def graph_account(conn: Any, params: Mapping[str, Any]) -> int:
+    """The paying account: the credit account of the graph the operation makes or works on."""
+    row = conn.execute("SELECT id FROM credit_accounts WHERE graph_id = %s", (params["graph_id"],)).fetchone()
+    if row is None:
+        raise InvalidInputError(
+            "params.graph_id", f"graph {params['graph_id']!r} has no credit account: create the graph first"
+        )
+    return int(row[0])
+
+
+@dataclass(frozen=True)
+class OperationSpec:
+    name: str  # the task type callers launch; the Celery task is TASK_PREFIX + name
+    queue: str
+    params: type[BaseModel]
+    core_path: str  # "module:function", called as function(operation, params) -> result dict
+    time_limit: int  # seconds; the soft limit is 90 % of it
+    cost: CostRule
+    description: str
+    estimate_units: Callable[[Any, Mapping[str, Any]], float] = _no_units
+    result_units: Callable[[Mapping[str, Any], Mapping[str, Any]], float] = _units_in_result
+    paying_account: Callable[[Any, Mapping[str, Any]], int] = graph_account
+
+    @property
+    def celery_name(self) -> str:
+        return TASK_PREFIX + self.name
+
+    @property
+    def soft_time_limit(self) -> int:
+        return int(self.time_limit * 0.9)
+
+    def core(self) -> Callable[..., dict[str, Any]]:
+        module, _, function = self.core_path.partition(":")
+        found: Callable[..., dict[str, Any]] = getattr(importlib.import_module(module), function)
+        return found
+
+    def units(self, resources: Any, params: Mapping[str, Any]) -> float:
+        return self.estimate_units(resources, params)
+
+    def charged_units(self, params: Mapping[str, Any], result: Mapping[str, Any]) -> float:
+        return self.result_units(params, result)
+
+    def describe(self) -> dict[str, Any]:
+        """The catalogue entry as the task API shows it."""
+        return {
+            "task_type": self.name,
+            "description": self.description,
+            "queue": self.queue,
+            "time_limit_seconds": self.time_limit,
+            "cost": self.cost.describe(),
+            "params_schema": self.params.model_json_schema(),
+        }
+
+
+def _catalogue() -> tuple[OperationSpec, ...]:
+    from beatless.graphs import params as graph
+
+    credit = MICRO_PER_CREDIT
+    return (
+        OperationSpec(
+            name="create_graph",
+            queue=GRAPH_QUEUE,
+            params=graph.CreateGraphParams,
+            core_path="beatless.graphs.operations:create_graph",
+            time_limit=600,
+            cost=CostRule(base_micro=10 * credit),
+            description="Place a new graph database on a graph node and create its schema.",
+        ),
+        OperationSpec(
+            name="delete_graph",
+            queue=GRAPH_QUEUE,
+            params=graph.DeleteGraphParams,
+            core_path="beatless.graphs.operations:delete_graph",
+            time_limit=600,
+            cost=CostRule(base_micro=0),
+            description="Delete a graph's database and give its slot back (free).",
+        ),
+    )
+
+
+OPERATIONS: tuple[OperationSpec, ...] = _catalogue()
+BY_NAME: dict[str, OperationSpec] = {spec.name: spec for spec in OPERATIONS}
+
+
+def operation(name: str) -> OperationSpec:
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise InvalidInputError("task_type", f"unknown task {name!r}; one of {', '.join(BY_NAME)}") from None

@@ -1,0 +1,327 @@
+"""The operations runtime (`beatless.operations`) with the graph operations, in process:
+real PostgreSQL (operations, credits), real Redis (progress streams), a real graph node
+process (LadybugDB) registered in moto's DynamoDB.
+
+An operation holds its estimate before any work and is charged once, whatever delivers
+it again; an account without credits is refused with nothing done; bad parameters are
+refused naming the field; a cancellation stops it at the next stage boundary with the
+graph consistent; an attempt that died is taken over; a Redis that cannot take progress
+never fails the work.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psycopg
+import pytest
+import redis
+
+from beatless import credits
+from beatless.credits.errors import IdempotencyConflictError, InsufficientCreditsError
+from beatless.errors import InvalidInputError
+from beatless.graphs.registry import GraphStatus, Registries, create_tables
+from beatless.local.servers import GraphNodeServer, free_port
+from beatless.operations import records
+from beatless.operations.catalogue import operation
+from beatless.operations.ids import derive_operation_id
+from beatless.operations.progress import ProgressStream
+from beatless.operations.resources import OperationResources
+from beatless.operations.runtime import OperationCancelledError, run_operation
+from tests.support.jobs import balance, graph
+
+pytestmark = pytest.mark.slow
+
+KEY = "operations-test-key-0123456789"
+CREDIT = credits.MICRO_PER_CREDIT
+SCHEMA = {
+    "nodes": [{"name": "Company", "primary_key": "id", "properties": {"id": "STRING", "name": "STRING"}}],
+    "relationships": [
+        {"name": "Owns", "from": "Company", "to": "Company", "properties": {"share": "DOUBLE"}}
+    ],
+}
+
+
+@pytest.fixture
+def registries(aws: str) -> Registries:
+    create_tables(boto3.client("dynamodb"), "instances", "graphs")
+    return Registries(boto3.resource("dynamodb"), "instances", "graphs")
+
+
+@pytest.fixture
+def node(registries: Registries, tmp_path: Path) -> Iterator[GraphNodeServer]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GRAPH_", "INSTANCE_"))}
+    env |= {
+        "GRAPH_BUFFER_POOL_MB": "64",
+        "GRAPH_HEARTBEAT_SECONDS": "5",
+        "INSTANCE_ID": "node-1",
+        "INSTANCE_REGISTRY_TABLE": "instances",
+        "GRAPH_REGISTRY_TABLE": "graphs",
+        "GRAPH_NODE_CAPACITY": "5",
+    }
+    with GraphNodeServer(env, tmp_path / "data", KEY) as server:
+        yield server
+
+
+def environment(dsn: str, redis_url: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "BROKER_URL": redis_url,
+        "INSTANCE_REGISTRY_TABLE": "instances",
+        "GRAPH_REGISTRY_TABLE": "graphs",
+        "GRAPH_API_KEY": KEY,
+    }
+
+
+@pytest.fixture
+def resources(dsn: str, redis_url: str, node: GraphNodeServer) -> Iterator[OperationResources]:
+    made = OperationResources(environment(dsn, redis_url))
+    yield made
+    made.close()
+
+
+def create(graph_id: str = "g1", schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"graph_id": graph_id, "schema": schema or SCHEMA}
+
+
+def held_and_committed(conn: psycopg.Connection, account: int) -> list[tuple[str, str, int, int | None]]:
+    return conn.execute(
+        "SELECT operation_id, status, amount_micro, consumed_micro FROM credit_reservations "
+        "WHERE account_id = %s ORDER BY id",
+        (account,),
+    ).fetchall()
+
+
+def node_databases(node: GraphNodeServer) -> list[str]:
+    import httpx
+
+    listed = httpx.get(f"{node.url}/databases", headers={"X-Api-Key": KEY}).json()["databases"]
+    return [d["graph_id"] for d in listed]
+
+
+def test_create_graph_holds_then_charges_once_and_reports_its_stages_in_order(
+    conn: psycopg.Connection, resources: OperationResources, registries: Registries, node: GraphNodeServer
+) -> None:
+    account = graph(conn, "g1", balance_micro=100 * CREDIT)
+    seen: list[str] = []
+    outcome = run_operation(
+        operation("create_graph"), create(), resources=resources, task_id="t-1",
+        report=lambda meta: seen.append(meta["stage"]),
+    )  # fmt: skip
+    assert outcome.status == "succeeded" and not outcome.replayed and outcome.attempt == 1
+    assert outcome.charged_micro == 10 * CREDIT
+    assert registries.graph("g1").status is GraphStatus.ACTIVE
+    assert node_databases(node) == ["g1"]
+    assert balance(conn, account) == 90 * CREDIT
+    op_id = derive_operation_id("create_graph", {"graph_id": "g1", "schema": {**SCHEMA}})
+    assert outcome.operation_id == op_id
+    assert held_and_committed(conn, account) == [(op_id, "committed", 10 * CREDIT, 10 * CREDIT)]
+    assert seen == ["started", "place", "create", "activate", "done"]
+    events = ProgressStream(resources.progress_client(), op_id).read()
+    assert [e.stage for e in events] == seen
+    assert [e.state for e in events][-1] == "succeeded" and events[-1].percent == 100
+    ids = [tuple(map(int, e.id.split("-"))) for e in events]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    record = records.get(conn, op_id)
+    assert record is not None and record.status == "succeeded" and record.result == outcome.result
+
+    again = run_operation(operation("create_graph"), create(), resources=resources, task_id="t-2")
+    assert again.replayed and again.result == outcome.result and again.charged_micro == 10 * CREDIT
+    assert balance(conn, account) == 90 * CREDIT  # delivered twice, charged once
+    assert len(held_and_committed(conn, account)) == 1
+
+
+def test_an_account_without_the_credits_is_refused_before_any_work(
+    conn: psycopg.Connection, resources: OperationResources, registries: Registries, node: GraphNodeServer
+) -> None:
+    account = graph(conn, "g1", balance_micro=5 * CREDIT)  # create_graph holds 10
+    with pytest.raises(InsufficientCreditsError) as refused:
+        run_operation(operation("create_graph"), create(), resources=resources)
+    assert refused.value.field == "amount_micro"
+    assert registries.graph("g1") is None and node_databases(node) == []
+    assert conn.execute("SELECT count(*) FROM operations").fetchone()[0] == 0
+    assert held_and_committed(conn, account) == [] and balance(conn, account) == 5 * CREDIT
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"graph_id": "g 1", "schema": SCHEMA}, "params.graph_id"),
+        ({"graph_id": "g1"}, "params.schema"),
+        ({"graph_id": "g1", "schema": SCHEMA, "extra": 1}, "params.extra"),
+        (
+            {
+                "graph_id": "g1",
+                "schema": {"nodes": [{"name": "C", "primary_key": "x", "properties": {"id": "STRING"}}]},
+            },
+            "params.schema.nodes[0].primary_key",
+        ),
+        ({"graph_id": "nobody", "schema": SCHEMA}, "params.graph_id"),  # no credit account
+        ([1, 2], "params"),
+    ],
+)
+def test_bad_parameters_are_refused_naming_the_field_and_nothing_is_recorded(
+    conn: psycopg.Connection, resources: OperationResources, registries: Registries, params: Any, field: str
+) -> None:
+    graph(conn, "g1", balance_micro=100 * CREDIT)
+    with pytest.raises(InvalidInputError) as refused:
+        run_operation(operation("create_graph"), params, resources=resources)
+    assert refused.value.field == field
+    assert conn.execute("SELECT count(*) FROM operations").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM credit_reservations").fetchone()[0] == 0
+    assert registries.graph("g1") is None
+
+
+def test_an_operation_id_reused_with_other_parameters_is_refused(
+    conn: psycopg.Connection, resources: OperationResources
+) -> None:
+    graph(conn, "g1", balance_micro=100 * CREDIT)
+    run_operation(operation("create_graph"), create(), resources=resources, operation_id="op-1")
+    other = {**SCHEMA, "relationships": []}
+    with pytest.raises(IdempotencyConflictError) as refused:
+        run_operation(
+            operation("create_graph"), create(schema=other), resources=resources, operation_id="op-1"
+        )
+    assert refused.value.field == "operation_id"
+
+
+def test_a_cancellation_stops_create_at_the_next_stage_and_leaves_no_graph(
+    conn: psycopg.Connection,
+    dsn: str,
+    resources: OperationResources,
+    registries: Registries,
+    node: GraphNodeServer,
+) -> None:
+    account = graph(conn, "g1", balance_micro=100 * CREDIT)
+
+    def cancel_after(stage: str) -> Any:
+        def report(meta: Any) -> None:
+            if meta["stage"] == stage:
+                with psycopg.connect(dsn, autocommit=True) as other:
+                    assert records.request_cancel(other, "op-c") is not None
+
+        return report
+
+    with pytest.raises(OperationCancelledError):
+        run_operation(
+            operation("create_graph"), create(), resources=resources, operation_id="op-c",
+            report=cancel_after("create"),
+        )  # fmt: skip
+    # Stopped before "activate": the database made in "create" is gone, the row says deleted.
+    assert registries.graph("g1").status is GraphStatus.DELETED
+    assert registries.instance("node-1").database_count == 0
+    assert node_databases(node) == []
+    record = records.get(conn, "op-c")
+    assert record is not None and record.status == "cancelled" and record.stage == "activate"
+    assert held_and_committed(conn, account) == [("op-c", "released", 10 * CREDIT, None)]
+    assert balance(conn, account) == 100 * CREDIT
+    events = ProgressStream(resources.progress_client(), "op-c").read()
+    assert events[-1].state == "cancelled"
+
+    # Relaunched (the API's retry): a new attempt with a hold of its own completes it.
+    outcome = run_operation(operation("create_graph"), create(), resources=resources, operation_id="op-c")
+    assert outcome.attempt == 2 and registries.graph("g1").status is GraphStatus.ACTIVE
+    assert held_and_committed(conn, account)[-1] == ("op-c#2", "committed", 10 * CREDIT, 10 * CREDIT)
+    assert balance(conn, account) == 90 * CREDIT
+
+
+def test_an_attempt_that_died_is_taken_over_and_the_operation_charged_once(
+    conn: psycopg.Connection, resources: OperationResources, registries: Registries
+) -> None:
+    account = graph(conn, "g1", balance_micro=100 * CREDIT)
+    spec = operation("create_graph")
+    params = create()
+    # An attempt that started (its hold taken) and died: its lease lapses, nobody renews it.
+    started = records.start(
+        conn, operation_id="op-d", task=spec.name, params=params, account_id=account,
+        estimated_micro=10 * CREDIT, task_id="dead", lease=timedelta(seconds=1), hold_for=timedelta(hours=1),
+    )  # fmt: skip
+    assert started.outcome == "run"
+    conn.execute("UPDATE operations SET lease_expires_at = now() - interval '1 s' WHERE id = 'op-d'")
+    outcome = run_operation(spec, params, resources=resources, operation_id="op-d")
+    assert outcome.attempt == 2 and registries.graph("g1").status is GraphStatus.ACTIVE
+    # The dead attempt's hold was released when its operation was taken over; one charge.
+    assert held_and_committed(conn, account) == [
+        ("op-d", "released", 10 * CREDIT, None),
+        ("op-d#2", "committed", 10 * CREDIT, 10 * CREDIT),
+    ]
+    assert balance(conn, account) == 90 * CREDIT
+
+
+def test_a_second_delivery_waits_for_a_live_attempt_and_returns_its_result(
+    conn: psycopg.Connection, resources: OperationResources, dsn: str, redis_url: str
+) -> None:
+    account = graph(conn, "g1", balance_micro=100 * CREDIT)
+    spec = operation("create_graph")
+    first_in_stage = threading.Event()
+    release_first = threading.Event()
+
+    def hold_in_place(meta: Any) -> None:
+        if meta["stage"] == "place":
+            first_in_stage.set()
+            assert release_first.wait(30)
+
+    results: dict[str, Any] = {}
+    first = threading.Thread(
+        target=lambda: results.setdefault(
+            "first",
+            run_operation(spec, create(), resources=resources, operation_id="op-w", report=hold_in_place),
+        )
+    )
+    first.start()
+    assert first_in_stage.wait(30)
+    twin_resources = OperationResources(environment(dsn, redis_url))
+    second = threading.Thread(
+        target=lambda: results.setdefault(
+            "second", run_operation(spec, create(), resources=twin_resources, operation_id="op-w")
+        )
+    )
+    second.start()
+    second.join(2.5)
+    assert second.is_alive()  # waiting on the live attempt, not running a second one
+    release_first.set()
+    first.join(60)
+    second.join(60)
+    twin_resources.close()
+    assert results["first"].attempt == 1 and not results["first"].replayed
+    assert results["second"].replayed and results["second"].result == results["first"].result
+    assert len(held_and_committed(conn, account)) == 1 and balance(conn, account) == 90 * CREDIT
+
+
+def test_a_redis_that_cannot_take_progress_never_fails_the_work(
+    conn: psycopg.Connection, dsn: str, registries: Registries, node: GraphNodeServer
+) -> None:
+    graph(conn, "g1", balance_micro=100 * CREDIT)
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    unreachable = OperationResources(environment(dsn, nowhere))
+    try:
+        outcome = run_operation(operation("create_graph"), create(), resources=unreachable)
+    finally:
+        unreachable.close()
+    assert outcome.status == "succeeded" and registries.graph("g1").status is GraphStatus.ACTIVE
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis.from_url(nowhere).ping()
+
+
+def test_delete_graph_frees_the_slot_is_free_and_idempotent(
+    conn: psycopg.Connection, resources: OperationResources, registries: Registries, node: GraphNodeServer
+) -> None:
+    account = graph(conn, "g1", balance_micro=100 * CREDIT)
+    run_operation(operation("create_graph"), create(), resources=resources)
+    assert registries.instance("node-1").database_count == 1
+    deleted = run_operation(operation("delete_graph"), {"graph_id": "g1"}, resources=resources)
+    assert deleted.result["deleted"] is True and deleted.charged_micro == 0
+    assert registries.graph("g1").status is GraphStatus.DELETED
+    assert registries.instance("node-1").database_count == 0 and node_databases(node) == []
+    again = run_operation(
+        operation("delete_graph"), {"graph_id": "g1"}, resources=resources, operation_id="d-2"
+    )
+    assert again.result["deleted"] is False
+    assert balance(conn, account) == 90 * CREDIT  # only the create was charged
