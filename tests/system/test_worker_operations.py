@@ -1,0 +1,121 @@
+"""The heavy operations on a real worker: `celery -A worker.app worker` consuming the
+`graph` queue (two pool processes), real PostgreSQL and Redis, a real graph node
+process, DynamoDB in moto's server.
+
+The same operation delivered twice at once (two messages, one operation id) has one
+effect and one charge, and both tasks answer with the same result; the task's state
+and the progress stream say what happened; a task with bad parameters fails naming
+the field and changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psycopg
+import pytest
+
+from beatless import credits
+from beatless.graphs.registry import GraphStatus, Registries, create_tables
+from beatless.local.servers import GraphNodeServer, PostgresServer
+from beatless.operations.catalogue import operation
+from beatless.operations.progress import ProgressStream
+from beatless.workers.results import wait_for_result
+from tests.support.database import migrated_database
+from tests.support.jobs import balance, graph
+from tests.system.worker_procs import producer, running_worker, wait_for, worker_env
+
+pytestmark = pytest.mark.slow
+
+KEY = "worker-operations-key-0123456789"
+CREDIT = credits.MICRO_PER_CREDIT
+SCHEMA = {"nodes": [{"name": "Company", "primary_key": "id", "properties": {"id": "STRING"}}]}
+
+
+@pytest.fixture
+def dsn(postgres_server: PostgresServer) -> Iterator[str]:
+    with migrated_database(postgres_server) as database:
+        yield database
+
+
+@pytest.fixture
+def graph_plane(aws: str, tmp_path: Path) -> Iterator[tuple[Registries, GraphNodeServer]]:
+    create_tables(boto3.client("dynamodb"), "instances", "graphs")
+    registries = Registries(boto3.resource("dynamodb"), "instances", "graphs")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GRAPH_", "INSTANCE_"))}
+    env |= {
+        "GRAPH_BUFFER_POOL_MB": "64",
+        "INSTANCE_ID": "node-1",
+        "INSTANCE_REGISTRY_TABLE": "instances",
+        "GRAPH_REGISTRY_TABLE": "graphs",
+    }
+    with GraphNodeServer(env, tmp_path / "data", KEY) as node:
+        yield registries, node
+
+
+def operations_env(redis_url: str, dsn: str) -> dict[str, str]:
+    return worker_env(
+        redis_url,
+        WORKER_QUEUES="graph",
+        WORKER_CONCURRENCY="2",
+        DATABASE_URL=dsn,
+        INSTANCE_REGISTRY_TABLE="instances",
+        GRAPH_REGISTRY_TABLE="graphs",
+        GRAPH_API_KEY=KEY,
+    )
+
+
+def test_one_operation_delivered_twice_at_once_has_one_effect_and_one_charge(
+    redis_url: str, dsn: str, graph_plane: tuple[Registries, GraphNodeServer], tmp_path: Path
+) -> None:
+    registries, _node = graph_plane
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        account = graph(conn, "g1", balance_micro=50 * CREDIT)
+    env = operations_env(redis_url, dsn)
+    app = producer(env)
+    name = operation("create_graph").celery_name
+    body = {"params": {"graph_id": "g1", "schema": SCHEMA}, "operation_id": "op-twice"}
+    sent = [app.send_task(name, kwargs=body) for _ in range(2)]
+    assert {r.id for r in sent} == {sent[0].id, sent[1].id} and sent[0].id != sent[1].id
+    with running_worker("ops", env, tmp_path):
+        answers = [wait_for_result(app.backend, r.id, timeout=60) for r in sent]
+    assert {a["operation_id"] for a in answers} == {"op-twice"}
+    assert answers[0]["result"] == answers[1]["result"]
+    assert sorted(a["replayed"] for a in answers) == [False, True]  # one ran, one found its result
+    assert all(a["charged_micro"] == 10 * CREDIT for a in answers)
+    assert registries.graph("g1").status is GraphStatus.ACTIVE
+    assert registries.instance("node-1").database_count == 1
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert balance(conn, account) == 40 * CREDIT
+        holds = conn.execute("SELECT operation_id, status FROM credit_reservations").fetchall()
+        assert holds == [("op-twice", "committed")]
+        assert credits.mismatches(conn) == []
+    import redis
+
+    events = ProgressStream(redis.Redis.from_url(redis_url), "op-twice").read()
+    assert [e.stage for e in events] == ["started", "place", "create", "activate", "done"]
+    assert {e.task_id for e in events} <= {r.id for r in sent}
+
+
+def test_a_task_with_bad_parameters_fails_naming_the_field_and_changes_nothing(
+    redis_url: str, dsn: str, graph_plane: tuple[Registries, GraphNodeServer], tmp_path: Path
+) -> None:
+    registries, _node = graph_plane
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        graph(conn, "g1", balance_micro=50 * CREDIT)
+    env = operations_env(redis_url, dsn)
+    app = producer(env)
+    bad = app.send_task(
+        operation("create_graph").celery_name, kwargs={"params": {"graph_id": "g1", "schema": {"nodes": []}}}
+    )
+    with running_worker("ops-bad", env, tmp_path):
+        state: Any = wait_for("the task to fail", lambda: bad.state == "FAILURE" and bad, timeout=60)
+    assert "params.schema.nodes" in str(state.result)
+    assert registries.graph("g1") is None
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM operations").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM credit_reservations").fetchone()[0] == 0
