@@ -11,6 +11,7 @@ never fails the work.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Iterator
@@ -39,6 +40,7 @@ from tests.support.jobs import balance, graph
 pytestmark = pytest.mark.slow
 
 KEY = "operations-test-key-0123456789"
+BACKUPS = "beatless-test-backups"
 CREDIT = credits.MICRO_PER_CREDIT
 SCHEMA = {
     "nodes": [{"name": "Company", "primary_key": "id", "properties": {"id": "STRING", "name": "STRING"}}],
@@ -50,6 +52,7 @@ SCHEMA = {
 
 @pytest.fixture
 def registries(aws: str) -> Registries:
+    boto3.client("s3").create_bucket(Bucket=BACKUPS)
     create_tables(boto3.client("dynamodb"), "instances", "graphs")
     return Registries(boto3.resource("dynamodb"), "instances", "graphs")
 
@@ -77,6 +80,7 @@ def environment(dsn: str, redis_url: str) -> dict[str, str]:
         "INSTANCE_REGISTRY_TABLE": "instances",
         "GRAPH_REGISTRY_TABLE": "graphs",
         "GRAPH_API_KEY": KEY,
+        "BACKUP_BUCKET": BACKUPS,
     }
 
 
@@ -325,3 +329,59 @@ def test_delete_graph_frees_the_slot_is_free_and_idempotent(
     )
     assert again.result["deleted"] is False
     assert balance(conn, account) == 90 * CREDIT  # only the create was charged
+
+
+def load_companies(node: GraphNodeServer, load_id: str, start: int, n: int) -> None:
+    from beatless.graphs.client import NodeClient
+
+    rows = "".join(f"c{i},Company {i}\n" for i in range(start, start + n))
+    boto3.client("s3").put_object(Bucket=BACKUPS, Key=f"in/{load_id}.csv", Body=f"id,name\n{rows}".encode())
+    NodeClient(node.url, KEY).load("g1", load_id, BACKUPS, [("Company", f"in/{load_id}.csv")])
+
+
+def count_companies(node: GraphNodeServer) -> int:
+    from beatless.graphs.client import NodeClient
+
+    rows = NodeClient(node.url, KEY).query("g1", "MATCH (c:Company) RETURN count(*)")["rows"]
+    return int(rows[0][0])
+
+
+def test_backup_then_restore_brings_the_graph_back_and_each_is_charged_by_size(
+    conn: psycopg.Connection, resources: OperationResources, registries: Registries, node: GraphNodeServer
+) -> None:
+    account = graph(conn, "g1", balance_micro=100 * CREDIT)
+    run_operation(operation("create_graph"), create(), resources=resources)
+    load_companies(node, "first", 0, 100)
+    backed = run_operation(operation("backup_graph"), {"graph_id": "g1"}, resources=resources)
+    key = backed.result["key"]
+    assert key == f"backups/g1/{backed.operation_id}.lbbk"
+    stored = boto3.client("s3").head_object(Bucket=BACKUPS, Key=key)
+    assert stored["Metadata"]["sha256"] == backed.result["sha256"]
+    assert registries.graph("g1").last_backup_key == key
+    assert registries.graph("g1").last_backup_sha256 == backed.result["sha256"]
+    load_companies(node, "later", 100, 50)
+    assert count_companies(node) == 150
+    restored = run_operation(operation("restore_graph"), {"graph_id": "g1"}, resources=resources)
+    assert restored.result["key"] == key and restored.result["sha256"] == backed.result["sha256"]
+    assert count_companies(node) == 100
+    # Each charged its base credit plus 2 credits per GiB of what it moved (never above its hold).
+    for outcome in (backed, restored):
+        gib = outcome.result["units"]
+        assert outcome.charged_micro <= CREDIT + math.ceil(gib * 2 * CREDIT)
+        assert outcome.charged_micro >= CREDIT
+    assert (
+        balance(conn, account) == 100 * CREDIT - 10 * CREDIT - backed.charged_micro - restored.charged_micro
+    )
+    assert credits.mismatches(conn) == []
+
+
+def test_a_restore_of_a_graph_without_a_backup_is_refused_naming_the_field(
+    conn: psycopg.Connection, resources: OperationResources, registries: Registries
+) -> None:
+    account = graph(conn, "g1", balance_micro=100 * CREDIT)
+    run_operation(operation("create_graph"), create(), resources=resources)
+    with pytest.raises(InvalidInputError) as refused:
+        run_operation(operation("restore_graph"), {"graph_id": "g1"}, resources=resources)
+    assert refused.value.field == "params.backup_key"
+    assert held_and_committed(conn, account)[-1][1] == "released"  # the hold went back
+    assert balance(conn, account) == 90 * CREDIT

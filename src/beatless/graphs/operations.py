@@ -11,6 +11,11 @@ completes its work instead of doubling it:
   the registry row `deleted`: no half-created graph holds a slot.
 - `delete_graph`: the database off its node (gone already is fine) -> the row
   `deleted`, the slot given back.
+- `backup_graph`: the node's consistent backup into the backups bucket under
+  `backups/<graph id>/<operation id>.lbbk` (a retried attempt writes the same key);
+  the node records the key and its SHA-256 in the graph registry.
+- `restore_graph`: a backup (the graph's last one by default, checked against the
+  SHA-256 the registry recorded) verified and swapped in by the graph's node.
 """
 
 from __future__ import annotations
@@ -116,3 +121,68 @@ def delete_graph(op: Operation, params: dict[str, Any]) -> dict[str, Any]:
     op.stage("release", 70, "giving the slot back")
     release_graph(registries, graph_id, at=datetime.now(UTC), autoscaling=resources.autoscaling())
     return {"graph_id": graph_id, "deleted": True, "status": str(GraphStatus.DELETED)}
+
+
+GIB = 2**30
+
+
+def graph_size_gib(resources: Any, params: dict[str, Any]) -> float:
+    """The graph's size in GiB as its registry row says (what a backup or restore moves)."""
+    graph = resources.registries().graph(params["graph_id"])
+    return 0.0 if graph is None else graph.size_bytes / GIB
+
+
+def _placed_node(resources: Any, graph_id: str) -> tuple[Any, Any]:
+    registries = resources.registries()
+    graph = registries.graph(graph_id)
+    if graph is None or graph.status is not GraphStatus.ACTIVE:
+        raise InvalidInputError(
+            "params.graph_id",
+            f"graph {graph_id!r} is not active (registry: {None if graph is None else graph.status})",
+        )
+    instance = registries.instance(graph.instance_id)
+    if instance is None:
+        raise InvalidInputError(
+            "params.graph_id", f"graph {graph_id!r} is on {graph.instance_id}, which is gone"
+        )
+    return graph, resources.node(instance.endpoint)
+
+
+def backup_graph(op: Operation, params: dict[str, Any]) -> dict[str, Any]:
+    resources = op.resources
+    graph_id = params["graph_id"]
+    _graph, node = _placed_node(resources, graph_id)
+    key = f"backups/{graph_id}/{op.operation_id}.lbbk"
+    op.stage("backup", 10, f"checkpoint, pack and upload to {key}")
+    answer = node.backup(graph_id, resources.backup_bucket(), key)
+    op.stage("recorded", 95, "the backup is the graph's last")
+    return {
+        "graph_id": graph_id,
+        "bucket": answer["bucket"],
+        "key": key,
+        "sha256": answer["sha256"],
+        "stored_bytes": answer["stored_bytes"],
+        "data_bytes": answer["data_bytes"],
+        "units": answer["data_bytes"] / GIB,
+    }
+
+
+def restore_graph(op: Operation, params: dict[str, Any]) -> dict[str, Any]:
+    resources = op.resources
+    graph_id = params["graph_id"]
+    graph, node = _placed_node(resources, graph_id)
+    key = params.get("backup_key") or graph.last_backup_key
+    if not key:
+        raise InvalidInputError("params.backup_key", f"graph {graph_id!r} has no backup to restore")
+    # The registry's checksum when it is the last backup; otherwise the object's own metadata.
+    sha256 = graph.last_backup_sha256 if key == graph.last_backup_key else None
+    op.stage("restore", 10, f"verify and restore {key}")
+    answer = node.restore(graph_id, resources.backup_bucket(), key, sha256)
+    op.stage("restored", 95, "the database is replaced")
+    return {
+        "graph_id": graph_id,
+        "key": key,
+        "sha256": answer["sha256"],
+        "size_bytes": answer["size_bytes"],
+        "units": answer["size_bytes"] / GIB,
+    }

@@ -30,3 +30,17 @@ class CreateGraphParams(_Params):
 
 class DeleteGraphParams(_Params):
     graph_id: GraphId
+
+
+class BackupGraphParams(_Params):
+    graph_id: GraphId
+
+
+class RestoreGraphParams(_Params):
+    graph_id: GraphId
+    backup_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="the backup's S3 key in the backups bucket; default: the graph's last backup",
+    )

@@ -108,6 +108,13 @@ class OperationSpec:
         }
 
 
+def graph_size(resources: Any, params: Mapping[str, Any]) -> float:
+    """GiB of the graph as the registry says (the estimate of a backup or restore)."""
+    from beatless.graphs.operations import graph_size_gib
+
+    return graph_size_gib(resources, dict(params))
+
+
 def _catalogue() -> tuple[OperationSpec, ...]:
     from beatless.graphs import params as graph
 
@@ -130,6 +137,26 @@ def _catalogue() -> tuple[OperationSpec, ...]:
             time_limit=600,
             cost=CostRule(base_micro=0),
             description="Delete a graph's database and give its slot back (free).",
+        ),
+        OperationSpec(
+            name="backup_graph",
+            queue=GRAPH_QUEUE,
+            params=graph.BackupGraphParams,
+            core_path="beatless.graphs.operations:backup_graph",
+            time_limit=3600,
+            cost=CostRule(base_micro=1 * credit, per_unit_micro=2 * credit, unit="GiB of the graph's data"),
+            description="Back the graph up to S3 (consistent, compressed, SHA-256 recorded).",
+            estimate_units=graph_size,
+        ),
+        OperationSpec(
+            name="restore_graph",
+            queue=GRAPH_QUEUE,
+            params=graph.RestoreGraphParams,
+            core_path="beatless.graphs.operations:restore_graph",
+            time_limit=3600,
+            cost=CostRule(base_micro=1 * credit, per_unit_micro=2 * credit, unit="GiB of the graph's data"),
+            description="Replace the graph's database with a verified backup (its last by default).",
+            estimate_units=graph_size,
         ),
     )
 

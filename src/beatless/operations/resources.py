@@ -6,6 +6,7 @@ Environment (the worker's; `infra` sets it on the task definition):
 - progress streams: the broker's Redis (`BROKER_URL`, `BROKER_PASSWORD_SECRET_ARN`);
 - the graph registries: `INSTANCE_REGISTRY_TABLE`, `GRAPH_REGISTRY_TABLE`;
 - the graph nodes' API key: `GRAPH_API_KEY_SECRET_ARN` (locally `GRAPH_API_KEY`);
+- `BACKUP_BUCKET`: where graph backups go (the graph stack's backups bucket);
 - `GRAPH_NODE_TIMEOUT_SECONDS` (default 600): a node request's read timeout (loads and
   backups answer when done).
 
@@ -96,6 +97,9 @@ class OperationResources:
                 self._api_key = api_key_from_env(self.env, self.secretsmanager)
             key = self._api_key
         return NodeClient(endpoint, key, timeout=self.node_timeout)
+
+    def backup_bucket(self) -> str:
+        return env_required(self.env, "BACKUP_BUCKET")
 
     def autoscaling(self) -> Any:
         from beatless.aws import client
