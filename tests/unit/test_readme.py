@@ -43,3 +43,9 @@ def test_the_registries_contract_is_the_one_in_the_code() -> None:
     doc = registry.__doc__ or ""
     contract = doc[doc.index("**Instance registry**") : doc.index("A `draining` node takes")]
     assert documented.strip() == contract.strip()
+
+
+def test_the_operations_table_is_the_catalogue() -> None:
+    from beatless.operations import catalogue
+
+    assert catalogue.extract_from(README) == catalogue.render_markdown()

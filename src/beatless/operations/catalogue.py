@@ -170,3 +170,35 @@ def operation(name: str) -> OperationSpec:
         return BY_NAME[name]
     except KeyError:
         raise InvalidInputError("task_type", f"unknown task {name!r}; one of {', '.join(BY_NAME)}") from None
+
+
+TABLE_BEGIN = "<!-- operations-table:begin (rendered from beatless.operations.catalogue; do not edit) -->"
+TABLE_END = "<!-- operations-table:end -->"
+
+
+def render_markdown() -> str:
+    """The README's table of operations."""
+    rows = [
+        "| task type | queue | time limit | cost | parameters | what it does |",
+        "|---|---|---|---|---|---|",
+    ]
+    for spec in OPERATIONS:
+        cost = spec.cost.describe()
+        price = f"{cost['base_credits']:g} cr"
+        if "unit" in cost:
+            price += f" + {cost['credits_per_unit']:g} cr per {cost['unit']}"
+        schema = spec.params.model_json_schema()
+        required = set(schema.get("required", []))
+        params = ", ".join(
+            f"`{name}`" + ("" if name in required else "?") for name in schema.get("properties", {})
+        )
+        rows.append(
+            f"| `{spec.name}` | `{spec.queue}` | {spec.time_limit} s | {price} | {params} | {spec.description} |"
+        )
+    return "\n".join([TABLE_BEGIN, *rows, TABLE_END])
+
+
+def extract_from(text: str) -> str | None:
+    if TABLE_BEGIN not in text or TABLE_END not in text:
+        return None
+    return TABLE_BEGIN + text.split(TABLE_BEGIN, 1)[1].split(TABLE_END, 1)[0] + TABLE_END
