@@ -192,9 +192,8 @@ def render_markdown() -> str:
         params = ", ".join(
             f"`{name}`" + ("" if name in required else "?") for name in schema.get("properties", {})
         )
-        rows.append(
-            f"| `{spec.name}` | `{spec.queue}` | {spec.time_limit} s | {price} | {params} | {spec.description} |"
-        )
+        cells = [f"`{spec.name}`", f"`{spec.queue}`", f"{spec.time_limit} s", price, params, spec.description]
+        rows.append("| " + " | ".join(cells) + " |")
     return "\n".join([TABLE_BEGIN, *rows, TABLE_END])
 
 
