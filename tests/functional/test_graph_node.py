@@ -292,6 +292,7 @@ def test_bad_input_gets_a_4xx_naming_the_field_and_changes_nothing(node: GraphNo
             == 200
         )
         state = client.get("/databases/g1").json()
+        export_to = {"bucket": BUCKET, "prefix": "exports/"}
         cases: list[tuple[str, str, Any, int, str]] = [
             ("POST", "/databases", {"graph_id": "g2", "schema": {"nodes": []}}, 400, "schema.nodes"),
             ("POST", "/databases", {"graph_id": "g2", "schema": {**SCHEMA, "extra": 1}}, 400, "schema.extra"),
@@ -344,6 +345,25 @@ def test_bad_input_gets_a_4xx_naming_the_field_and_changes_nothing(node: GraphNo
             ("POST", "/databases/g1/backup", {"bucket": BUCKET}, 400, "key"),
             ("POST", "/databases/g1/restore", {"bucket": BUCKET, "key": "no/such"}, 400, "key"),
             ("POST", "/databases/nope/query", {"query": "MATCH (c) RETURN c"}, 404, ""),
+            ("POST", "/databases/g1/export", {**export_to, "tables": []}, 400, "tables"),
+            ("POST", "/databases/g1/export", {**export_to, "tables": ["Owns"]}, 400, "tables[0]"),
+            ("POST", "/databases/g1/export", {**export_to, "tables": ["Company", "x"]}, 400, "tables[1]"),
+            (
+                "POST",
+                "/databases/g1/export",
+                {**export_to, "tables": ["Company"], "filters": {"Company": {"nope": 1}}},
+                400,
+                "filters.Company.nope",
+            ),
+            (
+                "POST",
+                "/databases/g1/export",
+                {**export_to, "tables": ["Company"], "filters": {"Company": {"id": None}}},
+                400,
+                "filters.Company.id",
+            ),
+            ("POST", "/databases/g1/export", {"bucket": BUCKET, "tables": ["Company"]}, 400, "prefix"),
+            ("POST", "/databases/nope/export", {**export_to, "tables": ["Company"]}, 404, ""),
         ]
         for method, path, body, status, field in cases:
             response = client.request(method, path, json=body)
@@ -356,6 +376,7 @@ def test_bad_input_gets_a_4xx_naming_the_field_and_changes_nothing(node: GraphNo
         assert broken.status_code == 400 and broken.json()["error"]["field"] == "body"
         assert client.get("/databases/g1").json() == state  # nothing changed
         assert [d["graph_id"] for d in client.get("/databases").json()["databases"]] == ["g1"]
+        assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="exports/")  # nothing exported
 
 
 def test_every_route_wants_the_api_key(node: GraphNodeServer) -> None:
@@ -366,6 +387,7 @@ def test_every_route_wants_the_api_key(node: GraphNodeServer) -> None:
                 ("GET", "/databases"),
                 ("POST", "/databases"),
                 ("POST", "/databases/g1/query"),
+                ("POST", "/databases/g1/export"),
                 ("DELETE", "/databases/g1"),
             ):
                 assert client.request(method, path).status_code == 401, (key, path)

@@ -81,6 +81,7 @@ def environment(dsn: str, redis_url: str) -> dict[str, str]:
         "GRAPH_REGISTRY_TABLE": "graphs",
         "GRAPH_API_KEY": KEY,
         "BACKUP_BUCKET": BACKUPS,
+        "STAGING_BUCKET": BACKUPS,
     }
 
 
@@ -385,3 +386,114 @@ def test_a_restore_of_a_graph_without_a_backup_is_refused_naming_the_field(
     assert refused.value.field == "params.backup_key"
     assert held_and_committed(conn, account)[-1][1] == "released"  # the hold went back
     assert balance(conn, account) == 90 * CREDIT
+
+
+SECTORS = {
+    "nodes": [
+        {
+            "name": "Company",
+            "primary_key": "id",
+            "properties": {"id": "STRING", "name": "STRING", "sector": "STRING"},
+        },
+        {"name": "Person", "primary_key": "id", "properties": {"id": "STRING"}},
+    ],
+    "relationships": [
+        {"name": "Owns", "from": "Company", "to": "Company", "properties": {"share": "DOUBLE"}},
+        {"name": "Directs", "from": "Person", "to": "Company"},
+    ],
+}
+
+
+def put_csv(key: str, header: str, rows: list[str]) -> str:
+    boto3.client("s3").put_object(
+        Bucket=BACKUPS, Key=key, Body=(header + "\n" + "\n".join(rows) + "\n").encode()
+    )
+    return key
+
+
+def parent_with_sectors(
+    conn: psycopg.Connection, resources: OperationResources, node: GraphNodeServer
+) -> None:
+    from beatless.graphs.client import NodeClient
+
+    graph(conn, "parent", balance_micro=100 * CREDIT)
+    run_operation(operation("create_graph"), {"graph_id": "parent", "schema": SECTORS}, resources=resources)
+    sectors = ["tech", "bank", "energy"]
+    companies = [f"c{i},Company {i},{sectors[i % 3]}" for i in range(60)]
+    owns = [f"c{i},c{(i * 7 + 3) % 60},{i / 100}" for i in range(60)]
+    people = [f"p{i}" for i in range(10)]
+    directs = [f"p{i % 10},c{i}" for i in range(0, 60, 2)]
+    files = [
+        ("Company", put_csv("in/companies.csv", "id,name,sector", companies)),
+        ("Person", put_csv("in/people.csv", "id", people)),
+        ("Owns", put_csv("in/owns.csv", "from,to,share", owns)),
+        ("Directs", put_csv("in/directs.csv", "from,to", directs)),
+    ]
+    NodeClient(node.url, KEY).load("parent", "seed", BACKUPS, files)
+
+
+def answers(node: GraphNodeServer, graph_id: str, query: str, **parameters: Any) -> list[list[Any]]:
+    from beatless.graphs.client import NodeClient
+
+    return NodeClient(node.url, KEY).query(graph_id, query, parameters)["rows"]
+
+
+def test_a_subgraph_answers_as_the_parent_does_with_the_filter(
+    conn: psycopg.Connection, resources: OperationResources, registries: Registries, node: GraphNodeServer
+) -> None:
+    parent_with_sectors(conn, resources, node)
+    account = graph(conn, "tech", balance_micro=100 * CREDIT)
+    params = {
+        "graph_id": "tech",
+        "parent_graph_id": "parent",
+        "tables": ["Company", "Owns"],
+        "filters": {"Company": {"sector": "tech"}},
+    }
+    outcome = run_operation(operation("create_subgraph"), params, resources=resources)
+    assert registries.graph("tech").status is GraphStatus.ACTIVE
+    on_subgraph = "MATCH (a:Company)-[o:Owns]->(b:Company) RETURN a.id, b.id, o.share ORDER BY a.id, b.id"
+    on_parent = (
+        "MATCH (a:Company)-[o:Owns]->(b:Company) WHERE a.sector = $s AND b.sector = $s "
+        "RETURN a.id, b.id, o.share ORDER BY a.id, b.id"
+    )
+    expected = answers(node, "parent", on_parent, s="tech")
+    assert expected and answers(node, "tech", on_subgraph) == expected
+    count = "MATCH (c:Company) RETURN count(*), collect(DISTINCT c.sector)"
+    assert answers(node, "tech", count) == [[20, ["tech"]]]
+    assert outcome.result["rows"] == {"Company": 20, "Owns": len(expected)}
+    from beatless.graphs.client import NodeClient
+
+    described = NodeClient(node.url, KEY).request("GET", "/databases/tech")
+    assert sorted(described["tables"]) == ["Company", "Owns"]  # only what was asked for
+    assert (
+        balance(conn, account) == 100 * CREDIT - outcome.charged_micro and outcome.charged_micro >= 5 * CREDIT
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"tables": ["Owns"]}, "params.tables[0]"),  # a relationship without its ends
+        ({"tables": ["Company", "Nope"]}, "params.tables[1]"),
+        ({"filters": {"Company": {"colour": "red"}}}, "params.filters.Company.colour"),
+        ({"filters": {"Person": {"id": "p1"}}}, "params.filters.Person"),  # not among the tables
+        ({"parent_graph_id": "missing"}, "params.parent_graph_id"),
+        ({"filters": {"Company": {"sector": ["tech"]}}}, "params.filters.Company.sector"),
+    ],
+)
+def test_a_subgraph_asked_for_badly_is_refused_naming_the_field_and_leaves_nothing(
+    conn: psycopg.Connection,
+    resources: OperationResources,
+    registries: Registries,
+    node: GraphNodeServer,
+    change: dict[str, Any],
+    field: str,
+) -> None:
+    parent_with_sectors(conn, resources, node)
+    account = graph(conn, "sub", balance_micro=100 * CREDIT)
+    params = {"graph_id": "sub", "parent_graph_id": "parent", "tables": ["Company"], "filters": {}} | change
+    with pytest.raises(InvalidInputError) as refused:
+        run_operation(operation("create_subgraph"), params, resources=resources)
+    assert refused.value.field == field
+    assert registries.graph("sub") is None and "sub" not in node_databases(node)
+    assert balance(conn, account) == 100 * CREDIT

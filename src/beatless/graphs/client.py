@@ -113,6 +113,18 @@ class NodeClient:
     def backup(self, graph_id: str, bucket: str, key: str) -> dict[str, Any]:
         return self.request("POST", f"/databases/{_segment(graph_id)}/backup", {"bucket": bucket, "key": key})
 
+    def export(
+        self,
+        graph_id: str,
+        bucket: str,
+        prefix: str,
+        tables: Sequence[str],
+        filters: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """`tables` (filtered) as Parquet files under `prefix`: the subset's schema and files."""
+        body = {"bucket": bucket, "prefix": prefix, "tables": list(tables), "filters": dict(filters or {})}
+        return self.request("POST", f"/databases/{_segment(graph_id)}/export", body)
+
     def restore(self, graph_id: str, bucket: str, key: str, sha256: str | None = None) -> dict[str, Any]:
         body = {"bucket": bucket, "key": key, **({"sha256": sha256} if sha256 else {})}
         return self.request("POST", f"/databases/{_segment(graph_id)}/restore", body)

@@ -20,6 +20,7 @@ completes its work instead of doubling it:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,8 +35,18 @@ from beatless.operations.runtime import Operation
 
 
 def create_graph(op: Operation, params: dict[str, Any]) -> dict[str, Any]:
+    return _make_graph(op, params["graph_id"], params["schema"])
+
+
+def _make_graph(
+    op: Operation,
+    graph_id: str,
+    schema: dict[str, Any],
+    fill: Callable[[Any], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """place -> create -> (fill: load its data through its node) -> activate; undone on
+    failure or cancellation (see the module docstring)."""
     resources = op.resources
-    graph_id, schema = params["graph_id"], params["schema"]
     registries = resources.registries()
     op.stage("place", 10, "claiming a slot on a graph node")
     before = registries.graph(graph_id)
@@ -43,6 +54,7 @@ def create_graph(op: Operation, params: dict[str, Any]) -> dict[str, Any]:
     # active already belongs to whoever made it: never undone here.
     ours = before is None or before.status is not GraphStatus.ACTIVE
     placement = place_graph(registries, graph_id, at=datetime.now(UTC), autoscaling=resources.autoscaling())
+    filled: dict[str, Any] = {}
     try:
         op.stage("create", 40, f"creating the database on {placement.instance_id}")
         node = resources.node(placement.endpoint)
@@ -52,14 +64,56 @@ def create_graph(op: Operation, params: dict[str, Any]) -> dict[str, Any]:
             if error.status != 409:
                 raise
             _same_tables(node.request("GET", f"/databases/{graph_id}"), schema, graph_id)
-        op.stage("activate", 80, "marking the graph active")
+        if fill is not None:
+            filled = fill(node)
+        op.stage("activate", 90, "marking the graph active")
         _activate(registries, graph_id)
     except LeaseLostError:
         raise  # another attempt owns the graph now: leave its work alone
     except BaseException:
         _undo_create(resources, registries, graph_id, placement.endpoint, ours)
         raise
-    return {"graph_id": graph_id, "instance_id": placement.instance_id, "placed_now": placement.created}
+    return {
+        "graph_id": graph_id,
+        "instance_id": placement.instance_id,
+        "placed_now": placement.created,
+        **filled,
+    }
+
+
+def create_subgraph(op: Operation, params: dict[str, Any]) -> dict[str, Any]:
+    """A new graph of some of a parent's tables (optionally filtered), moved by the engine:
+    the parent's node `COPY ... TO` Parquet in the staging bucket, the new graph's node
+    `COPY ... FROM` it. Re-running an attempt exports and loads again under the same load
+    id (the node skips files it loaded already)."""
+    resources = op.resources
+    parent_id = params["parent_graph_id"]
+    _parent, parent_node = _placed_node(resources, parent_id, field="params.parent_graph_id")
+    op.stage("export", 5, f"exporting {', '.join(params['tables'])} from {parent_id}")
+    bucket = resources.staging_bucket()
+    try:
+        exported = parent_node.export(
+            parent_id, bucket, f"subgraphs/{op.operation_id}/", params["tables"], params["filters"]
+        )
+    except NodeRequestError as error:
+        if error.status == 400 and isinstance(error.error, dict):
+            detail = error.error.get("error", {})
+            raise InvalidInputError(
+                f"params.{detail.get('field', 'tables')}", str(detail.get("message"))
+            ) from None
+        raise
+
+    def load(node: Any) -> dict[str, Any]:
+        op.stage("load", 60, f"loading {len(exported['files'])} file(s)")
+        files = [(f["table"], f["key"]) for f in exported["files"]]
+        loaded = node.load(params["graph_id"], op.operation_id.replace(":", "-"), bucket, files)
+        return {
+            "parent_graph_id": parent_id,
+            "rows": loaded["rows"],
+            "parent_gib": graph_size_gib(resources, {"graph_id": parent_id}),
+        }
+
+    return _make_graph(op, params["graph_id"], exported["schema"], load)
 
 
 def _same_tables(described: dict[str, Any], schema: dict[str, Any], graph_id: str) -> None:
@@ -132,19 +186,15 @@ def graph_size_gib(resources: Any, params: dict[str, Any]) -> float:
     return 0.0 if graph is None else graph.size_bytes / GIB
 
 
-def _placed_node(resources: Any, graph_id: str) -> tuple[Any, Any]:
+def _placed_node(resources: Any, graph_id: str, field: str = "params.graph_id") -> tuple[Any, Any]:
     registries = resources.registries()
     graph = registries.graph(graph_id)
     if graph is None or graph.status is not GraphStatus.ACTIVE:
-        raise InvalidInputError(
-            "params.graph_id",
-            f"graph {graph_id!r} is not active (registry: {None if graph is None else graph.status})",
-        )
+        status = None if graph is None else graph.status
+        raise InvalidInputError(field, f"graph {graph_id!r} is not active (registry: {status})")
     instance = registries.instance(graph.instance_id)
     if instance is None:
-        raise InvalidInputError(
-            "params.graph_id", f"graph {graph_id!r} is on {graph.instance_id}, which is gone"
-        )
+        raise InvalidInputError(field, f"graph {graph_id!r} is on {graph.instance_id}, which is gone")
     return graph, resources.node(instance.endpoint)
 
 

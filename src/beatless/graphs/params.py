@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from beatless.graphs.schema import GraphSchema
 
@@ -43,4 +43,27 @@ class RestoreGraphParams(_Params):
         min_length=1,
         max_length=1024,
         description="the backup's S3 key in the backups bucket; default: the graph's last backup",
+    )
+
+
+def _scalar(value: Any) -> Any:
+    if value is None or not isinstance(value, str | int | float | bool):
+        raise ValueError(f"must be a string, number or boolean, got {value!r}")
+    return value
+
+
+# One error at the value itself (a plain union would name the member type that failed last).
+FilterValue = Annotated[str | int | float | bool, BeforeValidator(_scalar)]
+
+
+class CreateSubgraphParams(_Params):
+    graph_id: GraphId
+    parent_graph_id: GraphId
+    tables: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(
+        min_length=1, description="tables of the parent to copy; a relationship needs both its ends"
+    )
+    filters: dict[str, dict[str, FilterValue]] = Field(
+        default_factory=dict,
+        description="node table -> {property: value}: keep rows whose properties equal these; "
+        "a relationship is kept when both its ends are",
     )

@@ -115,6 +115,16 @@ def graph_size(resources: Any, params: Mapping[str, Any]) -> float:
     return graph_size_gib(resources, dict(params))
 
 
+def parent_size(resources: Any, params: Mapping[str, Any]) -> float:
+    from beatless.graphs.operations import graph_size_gib
+
+    return graph_size_gib(resources, {"graph_id": params["parent_graph_id"]})
+
+
+def parent_size_in_result(params: Mapping[str, Any], result: Mapping[str, Any]) -> float:
+    return float(result.get("parent_gib", 0.0))
+
+
 def _catalogue() -> tuple[OperationSpec, ...]:
     from beatless.graphs import params as graph
 
@@ -137,6 +147,18 @@ def _catalogue() -> tuple[OperationSpec, ...]:
             time_limit=600,
             cost=CostRule(base_micro=0),
             description="Delete a graph's database and give its slot back (free).",
+        ),
+        OperationSpec(
+            name="create_subgraph",
+            queue=GRAPH_QUEUE,
+            params=graph.CreateSubgraphParams,
+            core_path="beatless.graphs.operations:create_subgraph",
+            time_limit=3600,
+            cost=CostRule(base_micro=5 * credit, per_unit_micro=2 * credit, unit="GiB of the parent graph"),
+            description="A new graph of some of a parent's tables, optionally filtered, copied by the "
+            "engine (COPY TO Parquet, then COPY FROM).",
+            estimate_units=parent_size,
+            result_units=parent_size_in_result,
         ),
         OperationSpec(
             name="backup_graph",

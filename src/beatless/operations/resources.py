@@ -7,6 +7,7 @@ Environment (the worker's; `infra` sets it on the task definition):
 - the graph registries: `INSTANCE_REGISTRY_TABLE`, `GRAPH_REGISTRY_TABLE`;
 - the graph nodes' API key: `GRAPH_API_KEY_SECRET_ARN` (locally `GRAPH_API_KEY`);
 - `BACKUP_BUCKET`: where graph backups go (the graph stack's backups bucket);
+- `STAGING_BUCKET`: intermediate files (a subgraph's exported tables);
 - `GRAPH_NODE_TIMEOUT_SECONDS` (default 600): a node request's read timeout (loads and
   backups answer when done).
 
@@ -100,6 +101,9 @@ class OperationResources:
 
     def backup_bucket(self) -> str:
         return env_required(self.env, "BACKUP_BUCKET")
+
+    def staging_bucket(self) -> str:
+        return env_required(self.env, "STAGING_BUCKET")
 
     def autoscaling(self) -> Any:
         from beatless.aws import client

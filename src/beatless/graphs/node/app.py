@@ -18,7 +18,12 @@ changes nothing.
 - `POST /databases/{id}/backup` `{"bucket", "key"}`: the archive in S3, its SHA-256
   in the object's metadata and in the graph registry;
 - `POST /databases/{id}/restore` `{"bucket", "key", "sha256"?}`: verified, then the
-  database replaced (or created).
+  database replaced (or created);
+- `POST /databases/{id}/export` `{"bucket", "prefix", "tables", "filters"?}`: the tables
+  (a relationship with its ends), optionally filtered by property values of node tables,
+  written by the engine's `COPY ... TO` as Parquet (writes held: one consistent cut) and
+  uploaded to `<prefix><table>.parquet`; answers the subset's schema and the files in
+  load order with their row counts.
 
 Errors: 400 bad input (`{"error": {"field", "message"}}`), 401, 404 no such
 graph, 409 exists / busy, 413 size cap, 422 a backup that does not verify.
@@ -30,6 +35,7 @@ import contextlib
 import hmac
 import json
 import logging
+import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -38,6 +44,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
 from starlette.applications import Starlette
 from starlette.middleware.base import BaseHTTPMiddleware
@@ -329,6 +336,32 @@ async def restore(request: Request) -> Response:
     return JSONResponse({"graph_id": graph_id, "sha256": recorded, "size_bytes": size})
 
 
+async def export(request: Request) -> Response:
+    node: Node = request.app.state.node
+    host = node.host
+    data = await _body(request, required={"bucket", "prefix", "tables"}, optional={"filters"})
+    bucket, prefix = _string(data, "bucket"), _string(data, "prefix")
+    graph_id = request.path_params["graph_id"]
+    staging = host.staging_dir()
+    try:
+        schema, files = await _threaded(
+            host.export, graph_id, data["tables"], data.get("filters") or {}, staging
+        )
+        uploaded = []
+        for item in files:
+            key = f"{prefix}{item['table']}.parquet"
+            try:
+                await _threaded(node.s3.upload_file, str(item["path"]), bucket, key)
+            except (ClientError, BotoCoreError, S3UploadFailedError) as error:
+                raise InvalidInputError("bucket", f"cannot write s3://{bucket}/{key}: {error}") from None
+            uploaded.append({"table": item["table"], "key": key, "rows": item["rows"]})
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return JSONResponse(
+        {"graph_id": graph_id, "bucket": bucket, "schema": schema.as_dict(), "files": uploaded}
+    )
+
+
 def build_app(node: Node) -> Starlette:
     routes = [
         Route("/health", health, methods=["GET"]),
@@ -340,6 +373,7 @@ def build_app(node: Node) -> Starlette:
         Route("/databases/{graph_id}/load", load, methods=["POST"]),
         Route("/databases/{graph_id}/backup", backup, methods=["POST"]),
         Route("/databases/{graph_id}/restore", restore, methods=["POST"]),
+        Route("/databases/{graph_id}/export", export, methods=["POST"]),
     ]
 
     @contextlib.asynccontextmanager

@@ -49,7 +49,7 @@ from beatless.errors import BeatlessError, InvalidInputError
 from beatless.graphs.cypher import check_read_only
 from beatless.graphs.node import backup
 from beatless.graphs.node.settings import NodeSettings
-from beatless.graphs.schema import GraphSchema
+from beatless.graphs.schema import GraphSchema, NodeTable, RelTable
 
 DATABASE_FILE = "graph.lbdb"
 STAGING = ".staging"
@@ -305,6 +305,64 @@ class DatabaseHost:
                 conn.execute("CALL show_tables() RETURN *")
             return size
 
+    def schema(self, graph_id: str) -> GraphSchema:
+        """The graph's schema as the engine's catalog has it."""
+        self._require(graph_id)
+        nodes: list[NodeTable] = []
+        rels: list[RelTable] = []
+        with self._connection(graph_id) as conn:
+            for name, kind in _rows(conn, "CALL show_tables() RETURN name, type"):
+                info = list(_rows(conn, f"CALL table_info('{name}') RETURN *"))
+                properties = {str(row[1]): str(row[2]) for row in info}
+                if str(kind).upper() == "REL":
+                    source, target = next(_rows(conn, f"CALL show_connection('{name}') RETURN *"))[:2]
+                    rels.append(RelTable(str(name), str(source), str(target), properties))
+                else:
+                    key = next(str(row[1]) for row in info if row[4] is True)
+                    nodes.append(NodeTable(str(name), key, properties))
+        return GraphSchema(tuple(nodes), tuple(rels))
+
+    def export(
+        self, graph_id: str, tables: Sequence[str], filters: Mapping[str, Mapping[str, Any]], out: Path
+    ) -> tuple[GraphSchema, list[dict[str, Any]]]:
+        """`tables` of the graph, each written by the engine's `COPY (...) TO` a Parquet file in
+        `out`, in load order, with writes held for one consistent cut. `filters` keeps the rows
+        of a node table whose properties equal the given values; a relationship is kept when
+        both its ends are. Returns the subset's schema and `[{"table", "path", "rows"}]`."""
+        with self._writing(graph_id, wait=True):
+            full = self.schema(graph_id)
+            subset = _subset(full, tables, filters)
+            exported: list[dict[str, Any]] = []
+            with self._connection(graph_id) as conn:
+                for node in subset.nodes:
+                    where, params = _equalities("n", filters.get(node.name, {}), "n")
+                    columns = ", ".join(f"n.`{c}` AS `{c}`" for c in node.properties)
+                    match = f"MATCH (n:`{node.name}`){where}"
+                    exported.append(self._copy_out(conn, node.name, match, columns, params, out))
+                for rel in subset.relationships:
+                    source = next(n for n in subset.nodes if n.name == rel.source)
+                    target = next(n for n in subset.nodes if n.name == rel.target)
+                    a_where, a_params = _equalities("a", filters.get(rel.source, {}), "a")
+                    b_where, b_params = _equalities("b", filters.get(rel.target, {}), "b")
+                    conditions = " AND ".join(w.removeprefix(" WHERE ") for w in (a_where, b_where) if w)
+                    match = f"MATCH (a:`{rel.source}`)-[r:`{rel.name}`]->(b:`{rel.target}`)"
+                    match += f" WHERE {conditions}" if conditions else ""
+                    columns = ", ".join(
+                        [f"a.`{source.primary_key}` AS `from`", f"b.`{target.primary_key}` AS `to`"]
+                        + [f"r.`{c}` AS `{c}`" for c in rel.properties]
+                    )
+                    exported.append(self._copy_out(conn, rel.name, match, columns, a_params | b_params, out))
+        return subset, exported
+
+    @staticmethod
+    def _copy_out(
+        conn: ladybug.Connection, table: str, match: str, columns: str, params: dict[str, Any], out: Path
+    ) -> dict[str, Any]:
+        path = out / f"{table}.parquet"
+        conn.execute(f"COPY ({match} RETURN {columns}) TO '{path}'", params)
+        rows = int(_first(conn.execute(f"{match} RETURN count(*)", params)))
+        return {"table": table, "path": path, "rows": rows}
+
     def staging_dir(self) -> Path:
         path = self.root / STAGING / uuid.uuid4().hex
         path.mkdir()
@@ -488,3 +546,56 @@ def _json(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_json(v) for v in value]
     return value
+
+
+def _first(result: Any) -> Any:
+    assert isinstance(result, ladybug.QueryResult)
+    row = result.get_next()
+    return (list(row.values()) if isinstance(row, dict) else list(row))[0]
+
+
+def _subset(
+    full: GraphSchema, tables: Sequence[str], filters: Mapping[str, Mapping[str, Any]]
+) -> GraphSchema:
+    """The tables asked for, checked: each exists, each relationship's ends are asked for too,
+    each filter names a node table asked for and its properties, with scalar values."""
+    if not isinstance(tables, list) or not tables:
+        raise InvalidInputError("tables", "must be a non-empty list of table names")
+    for i, name in enumerate(tables):
+        if not isinstance(name, str) or full.table(name) is None:
+            raise InvalidInputError(f"tables[{i}]", f"no table {name!r} in this graph")
+    wanted = set(tables)
+    for i, name in enumerate(tables):
+        table = full.table(name)
+        if isinstance(table, RelTable) and not {table.source, table.target} <= wanted:
+            raise InvalidInputError(
+                f"tables[{i}]", f"relationship {name!r} needs its ends {table.source!r} and {table.target!r}"
+            )
+    if not isinstance(filters, Mapping):
+        raise InvalidInputError("filters", "must be an object of node table -> {property: value}")
+    for name, equalities in filters.items():
+        table = full.table(name)
+        if not isinstance(table, NodeTable) or name not in wanted:
+            raise InvalidInputError(f"filters.{name}", "must name a node table among `tables`")
+        if not isinstance(equalities, Mapping) or not equalities:
+            raise InvalidInputError(f"filters.{name}", "must be a non-empty object of property -> value")
+        for prop, value in equalities.items():
+            if prop not in table.properties:
+                raise InvalidInputError(f"filters.{name}.{prop}", f"no property {prop!r} in {name!r}")
+            if value is None or not isinstance(value, str | int | float | bool):
+                raise InvalidInputError(
+                    f"filters.{name}.{prop}", f"must be a string, number or boolean, got {value!r}"
+                )
+    return GraphSchema(
+        tuple(t for t in full.nodes if t.name in wanted),
+        tuple(t for t in full.relationships if t.name in wanted),
+    )
+
+
+def _equalities(var: str, equalities: Mapping[str, Any], prefix: str) -> tuple[str, dict[str, Any]]:
+    """` WHERE var.p = $prefix_0 AND ...` and its parameters (values never enter the text)."""
+    if not equalities:
+        return "", {}
+    params = {f"{prefix}_{i}": value for i, value in enumerate(equalities.values())}
+    terms = [f"{var}.`{prop}` = ${prefix}_{i}" for i, prop in enumerate(equalities)]
+    return " WHERE " + " AND ".join(terms), params
