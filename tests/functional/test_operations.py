@@ -497,3 +497,85 @@ def test_a_subgraph_asked_for_badly_is_refused_naming_the_field_and_leaves_nothi
     assert refused.value.field == field
     assert registries.graph("sub") is None and "sub" not in node_databases(node)
     assert balance(conn, account) == 100 * CREDIT
+
+
+REPOSITORY = {
+    "nodes": [
+        {"name": "Company", "primary_key": "cik", "properties": {"cik": "STRING", "name": "STRING"}},
+        {
+            "name": "Filing",
+            "primary_key": "id",
+            "properties": {"id": "STRING", "cik": "STRING", "form": "STRING"},
+        },
+        {
+            "name": "Fact",
+            "primary_key": "id",
+            "properties": {"id": "STRING", "cik": "STRING", "concept": "STRING", "value": "DOUBLE"},
+        },
+        {"name": "Concept", "primary_key": "name", "properties": {"name": "STRING"}},
+    ],
+    "relationships": [
+        {"name": "Filed", "from": "Company", "to": "Filing"},
+        {"name": "Reports", "from": "Filing", "to": "Fact"},
+        {"name": "Measures", "from": "Fact", "to": "Concept"},
+    ],
+}
+
+
+def shared_repository(conn: psycopg.Connection, resources: OperationResources, node: GraphNodeServer) -> None:
+    from beatless.graphs.client import NodeClient
+
+    graph(conn, "sec", balance_micro=100 * CREDIT)
+    run_operation(operation("create_graph"), {"graph_id": "sec", "schema": REPOSITORY}, resources=resources)
+    ciks = [f"{i:010d}" for i in range(1, 6)]
+    filings = [(f"f{c}-{k}", c, ["10-K", "10-Q"][k % 2]) for c in ciks for k in range(4)]
+    facts = [
+        (f"{f}-{j}", c, ["Revenue", "Assets"][j % 2], float(j * 100)) for f, c, _ in filings for j in range(3)
+    ]
+    files = [
+        ("Company", put_csv("sec/companies.csv", "cik,name", [f"{c},Company {c}" for c in ciks])),
+        ("Filing", put_csv("sec/filings.csv", "id,cik,form", [",".join(f) for f in filings])),
+        (
+            "Fact",
+            put_csv("sec/facts.csv", "id,cik,concept,value", [f"{a},{b},{c},{d}" for a, b, c, d in facts]),
+        ),
+        ("Concept", put_csv("sec/concepts.csv", "name", ["Revenue", "Assets"])),
+        ("Filed", put_csv("sec/filed.csv", "from,to", [f"{c},{f}" for f, c, _ in filings])),
+        (
+            "Reports",
+            put_csv("sec/reports.csv", "from,to", [f"{f.rsplit('-', 1)[0]},{f}" for f, _, _, _ in facts]),
+        ),
+        ("Measures", put_csv("sec/measures.csv", "from,to", [f"{f},{c}" for f, _, c, _ in facts])),
+    ]
+    NodeClient(node.url, KEY).load("sec", "seed", BACKUPS, files)
+
+
+def test_an_entity_graph_answers_as_the_repository_does_for_that_entity(
+    conn: psycopg.Connection, resources: OperationResources, registries: Registries, node: GraphNodeServer
+) -> None:
+    shared_repository(conn, resources, node)
+    graph(conn, "acme", balance_micro=100 * CREDIT)
+    params = {"graph_id": "acme", "entity_id": "0000000003"}
+    outcome = run_operation(operation("create_entity_graph"), params, resources=resources)
+    assert outcome.result["tables"] == ["Company", "Filing", "Fact", "Filed", "Reports"]  # no Concept
+    on_entity = (
+        "MATCH (c:Company)-[:Filed]->(f:Filing)-[:Reports]->(x:Fact) "
+        "RETURN c.name, f.form, x.concept, sum(x.value), count(*) ORDER BY f.form, x.concept"
+    )
+    on_repository = (
+        "MATCH (c:Company)-[:Filed]->(f:Filing)-[:Reports]->(x:Fact) WHERE c.cik = $cik "
+        "RETURN c.name, f.form, x.concept, sum(x.value), count(*) ORDER BY f.form, x.concept"
+    )
+    expected = answers(node, "sec", on_repository, cik="0000000003")
+    assert expected and answers(node, "acme", on_entity) == expected
+    assert answers(node, "acme", "MATCH (x:Fact) RETURN count(*), collect(DISTINCT x.cik)") == [
+        [12, ["0000000003"]]
+    ]
+    assert outcome.result["rows"] == {"Company": 1, "Filing": 4, "Fact": 12, "Filed": 4, "Reports": 12}
+    with pytest.raises(InvalidInputError) as refused:
+        run_operation(
+            operation("create_entity_graph"),
+            {"graph_id": "acme", "entity_id": "1", "entity_property": "ticker"},
+            resources=resources,
+        )
+    assert refused.value.field == "params.entity_property"

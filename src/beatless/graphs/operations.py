@@ -86,34 +86,62 @@ def create_subgraph(op: Operation, params: dict[str, Any]) -> dict[str, Any]:
     the parent's node `COPY ... TO` Parquet in the staging bucket, the new graph's node
     `COPY ... FROM` it. Re-running an attempt exports and loads again under the same load
     id (the node skips files it loaded already)."""
-    resources = op.resources
     parent_id = params["parent_graph_id"]
-    _parent, parent_node = _placed_node(resources, parent_id, field="params.parent_graph_id")
-    op.stage("export", 5, f"exporting {', '.join(params['tables'])} from {parent_id}")
+    _parent, parent_node = _placed_node(op.resources, parent_id, field="params.parent_graph_id")
+    return _copy_to_new_graph(
+        op, params["graph_id"], parent_id, parent_node, params["tables"], params["filters"]
+    )
+
+
+def create_entity_graph(op: Operation, params: dict[str, Any]) -> dict[str, Any]:
+    """A graph of one entity (a company) from a shared repository's graph: every node table
+    of the repository that has the entity property, filtered to the entity's value, and the
+    relationships among them (kept when both their ends are the entity's)."""
+    repository, prop, entity = params["repository"], params["entity_property"], params["entity_id"]
+    _repo, repo_node = _placed_node(op.resources, repository, field="params.repository")
+    schema = repo_node.request("GET", f"/databases/{repository}")["schema"]
+    tables = [t["name"] for t in schema["nodes"] if prop in t["properties"]]
+    if not tables:
+        raise InvalidInputError(
+            "params.entity_property", f"no node table of {repository!r} has a property {prop!r}"
+        )
+    tables += [r["name"] for r in schema["relationships"] if {r["from"], r["to"]} <= set(tables)]
+    filters = {name: {prop: entity} for name in tables if any(t["name"] == name for t in schema["nodes"])}
+    result = _copy_to_new_graph(op, params["graph_id"], repository, repo_node, tables, filters)
+    return {**result, "entity_id": entity, "tables": tables}
+
+
+def _copy_to_new_graph(
+    op: Operation,
+    graph_id: str,
+    source_id: str,
+    source_node: Any,
+    tables: list[str],
+    filters: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    resources = op.resources
+    op.stage("export", 5, f"exporting {', '.join(tables)} from {source_id}")
     bucket = resources.staging_bucket()
     try:
-        exported = parent_node.export(
-            parent_id, bucket, f"subgraphs/{op.operation_id}/", params["tables"], params["filters"]
-        )
+        exported = source_node.export(source_id, bucket, f"subgraphs/{op.operation_id}/", tables, filters)
     except NodeRequestError as error:
-        if error.status == 400 and isinstance(error.error, dict):
+        if error.status == 400 and isinstance(error.error, dict):  # the node names the field
             detail = error.error.get("error", {})
-            raise InvalidInputError(
-                f"params.{detail.get('field', 'tables')}", str(detail.get("message"))
-            ) from None
+            field = f"params.{detail.get('field', 'tables')}"
+            raise InvalidInputError(field, str(detail.get("message"))) from None
         raise
 
     def load(node: Any) -> dict[str, Any]:
         op.stage("load", 60, f"loading {len(exported['files'])} file(s)")
         files = [(f["table"], f["key"]) for f in exported["files"]]
-        loaded = node.load(params["graph_id"], op.operation_id.replace(":", "-"), bucket, files)
+        loaded = node.load(graph_id, op.operation_id.replace(":", "-"), bucket, files)
         return {
-            "parent_graph_id": parent_id,
+            "source_graph_id": source_id,
             "rows": loaded["rows"],
-            "parent_gib": graph_size_gib(resources, {"graph_id": parent_id}),
+            "source_gib": graph_size_gib(resources, {"graph_id": source_id}),
         }
 
-    return _make_graph(op, params["graph_id"], exported["schema"], load)
+    return _make_graph(op, graph_id, exported["schema"], load)
 
 
 def _same_tables(described: dict[str, Any], schema: dict[str, Any], graph_id: str) -> None:

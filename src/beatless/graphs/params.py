@@ -67,3 +67,14 @@ class CreateSubgraphParams(_Params):
         description="node table -> {property: value}: keep rows whose properties equal these; "
         "a relationship is kept when both its ends are",
     )
+
+
+class CreateEntityGraphParams(_Params):
+    graph_id: GraphId
+    entity_id: str = Field(min_length=1, max_length=200, description="the entity's value (a company's CIK)")
+    repository: GraphId = Field(default="sec", description="the shared repository's graph")
+    entity_property: str = Field(
+        default="cik",
+        pattern=r"^[A-Za-z][A-Za-z0-9_]{0,62}$",
+        description="the property that names the entity in the repository's node tables",
+    )

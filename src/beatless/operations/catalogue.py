@@ -121,8 +121,14 @@ def parent_size(resources: Any, params: Mapping[str, Any]) -> float:
     return graph_size_gib(resources, {"graph_id": params["parent_graph_id"]})
 
 
-def parent_size_in_result(params: Mapping[str, Any], result: Mapping[str, Any]) -> float:
-    return float(result.get("parent_gib", 0.0))
+def repository_size(resources: Any, params: Mapping[str, Any]) -> float:
+    from beatless.graphs.operations import graph_size_gib
+
+    return graph_size_gib(resources, {"graph_id": params["repository"]})
+
+
+def source_size_in_result(params: Mapping[str, Any], result: Mapping[str, Any]) -> float:
+    return float(result.get("source_gib", 0.0))
 
 
 def _catalogue() -> tuple[OperationSpec, ...]:
@@ -158,7 +164,21 @@ def _catalogue() -> tuple[OperationSpec, ...]:
             description="A new graph of some of a parent's tables, optionally filtered, copied by the "
             "engine (COPY TO Parquet, then COPY FROM).",
             estimate_units=parent_size,
-            result_units=parent_size_in_result,
+            result_units=source_size_in_result,
+        ),
+        OperationSpec(
+            name="create_entity_graph",
+            queue=GRAPH_QUEUE,
+            params=graph.CreateEntityGraphParams,
+            core_path="beatless.graphs.operations:create_entity_graph",
+            time_limit=3600,
+            cost=CostRule(
+                base_micro=5 * credit, per_unit_micro=2 * credit, unit="GiB of the repository graph"
+            ),
+            description="A graph of one entity (a company) from a shared repository: its rows of every "
+            "table that names it, copied by the engine.",
+            estimate_units=repository_size,
+            result_units=source_size_in_result,
         ),
         OperationSpec(
             name="backup_graph",

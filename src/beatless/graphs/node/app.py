@@ -8,7 +8,7 @@ changes nothing.
   "disk_used_bytes", "disk_total_bytes", "version"}`; opens no database;
 - `GET /databases`: the graphs on this node and their sizes;
 - `POST /databases` `{"graph_id", "schema"}` (`beatless.graphs.schema`): 201, 409 if it exists;
-- `GET /databases/{id}`: its size and tables (columns, row counts);
+- `GET /databases/{id}`: its size, tables (columns, row counts) and schema;
 - `DELETE /databases/{id}`: removes the database;
 - `POST /databases/{id}/query` `{"query", "parameters"?, "limit"?, "timeout_ms"?}`:
   columns, rows, `truncated`; read-only;
@@ -218,7 +218,10 @@ def describe(request: Request) -> Response:
     host = request.app.state.node.host
     graph_id = request.path_params["graph_id"]
     tables = host.tables(graph_id)
-    return JSONResponse({"graph_id": graph_id, "size_bytes": host.size(graph_id), "tables": tables})
+    schema = host.schema(graph_id).as_dict()
+    return JSONResponse(
+        {"graph_id": graph_id, "size_bytes": host.size(graph_id), "tables": tables, "schema": schema}
+    )
 
 
 def delete(request: Request) -> Response:
