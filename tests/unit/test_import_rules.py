@@ -23,6 +23,7 @@ OFF_THE_LAMBDA_PATH = (
     "beatless.operations",
     "beatless.graphs.operations",
     "beatless.graphs.params",
+    "beatless.ingestion",
 )
 
 
