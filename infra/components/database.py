@@ -49,9 +49,17 @@ class DatabaseAccess:
 
     @property
     def environment(self) -> dict[str, str]:
+        """A Lambda's: the CA bundle, when there is one, is in its bundle under /var/task."""
+        in_bundle = f"{LAMBDA_TASK_ROOT}/{self.ca_bundle_in_asset}" if self.ca_bundle_in_asset else None
+        return self.client_environment(sslrootcert=in_bundle)
+
+    def client_environment(self, *, sslrootcert: str | None) -> dict[str, str]:
+        """Any client's (`beatless.db.settings`): the secret's ARN, never its value; the server
+        certificate verified, against `sslrootcert` (a CA bundle in the client's own file system)
+        or, without one, the system trust store."""
         env = {"DATABASE_SECRET_ARN": self.secret.secret_arn, "DATABASE_SSLMODE": "verify-full"}
-        if self.ca_bundle_in_asset:
-            env["DATABASE_SSLROOTCERT"] = f"{LAMBDA_TASK_ROOT}/{self.ca_bundle_in_asset}"
+        if sslrootcert:
+            env["DATABASE_SSLROOTCERT"] = sslrootcert
         return env
 
 

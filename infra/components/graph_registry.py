@@ -11,7 +11,8 @@ permissions), deletion protection, kept when the stack is deleted.
 
 `access` is what the graph nodes and a job with `Need.GRAPH_REGISTRY` receive:
 the table names for their environment and `statements()`, read and write on
-the items of both tables and queries of the index, named exactly (no wildcard).
+the items of both tables and queries of the index, named exactly (no wildcard);
+the worker's operations get `worker_statements()`, a narrower set.
 """
 
 from __future__ import annotations
@@ -40,6 +41,15 @@ WRITE_ACTIONS = (
     "dynamodb:BatchWriteItem",
 )
 
+# The worker's reads (`beatless.graphs.registry.Registries`): items by key, scans, queries.
+WORKER_READ_ACTIONS = (
+    "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:Query",
+    "dynamodb:Scan",
+)
+WORKER_INDEX_ACTIONS = ("dynamodb:Query", "dynamodb:Scan")
+
 
 @dataclass(frozen=True)
 class GraphRegistryAccess:
@@ -63,6 +73,20 @@ class GraphRegistryAccess:
     def size_reader_statements(self) -> list[iam.PolicyStatement]:
         """`Need.GRAPH_REGISTRY_READ`: graph sizes by key (BatchGetItem), nothing else."""
         return [iam.PolicyStatement(actions=["dynamodb:BatchGetItem"], resources=[self.graph_table_arn])]
+
+    def worker_statements(self) -> list[iam.PolicyStatement]:
+        """The worker's operations (`beatless.graphs.placement`, `beatless.graphs.operations`):
+        read both tables and query the index; placement's transactions (TransactWriteItems has
+        no IAM action of its own: each item needs its PutItem/UpdateItem) update both tables and
+        put the graph's row. Nothing deletes a row (the monitor's cleanup does), nothing
+        writes in batches, and no instance row is created (the nodes register themselves)."""
+        tables = [self.instance_table_arn, self.graph_table_arn]
+        return [
+            iam.PolicyStatement(actions=list(WORKER_READ_ACTIONS), resources=tables),
+            iam.PolicyStatement(actions=list(WORKER_INDEX_ACTIONS), resources=[self.index_arn]),
+            iam.PolicyStatement(actions=["dynamodb:UpdateItem"], resources=tables),
+            iam.PolicyStatement(actions=["dynamodb:PutItem"], resources=[self.graph_table_arn]),
+        ]
 
     def statements(self) -> list[iam.PolicyStatement]:
         tables = [self.instance_table_arn, self.graph_table_arn]

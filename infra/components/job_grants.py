@@ -65,6 +65,7 @@ class GraphApiAccess:
     client_security_group: ec2.ISecurityGroup
     api_key_secret: secretsmanager.ISecret
     asg_name: str  # GRAPH_ASG_NAME
+    asg_arn: str  # the group's ARN (its UUID part a wildcard): scale-in protection (the worker's)
 
 
 @dataclass(frozen=True)

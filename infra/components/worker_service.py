@@ -5,7 +5,11 @@ The container's environment is exactly what the worker reads; the broker
 password reaches it only through ECS `secrets` (from Secrets Manager at task
 start), never as a plain value. The stop timeout and WORKER_STOP_TIMEOUT_SECONDS
 come from one constant. The task role may set and read scale-in protection
-only on tasks of this cluster.
+only on tasks of this cluster. Given `operations`
+(`infra.components.worker_operations`), the tasks also get what the heavy
+operations reach: its environment (ARNs and names only), its statements in the
+task role and its security groups (the database's and the graph nodes' client
+groups).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-from aws_cdk import Acknowledgment, ArnFormat, CfnElement, Duration, Stack, Validations
+from aws_cdk import Acknowledgment, Annotations, ArnFormat, CfnElement, Duration, Stack, Validations
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecr_assets as ecr_assets
@@ -26,6 +30,8 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
+from beatless.errors import ConfigurationError
+from infra.components.worker_operations import WORKER_IMAGE_CA_BUNDLE, WorkerOperationsAccess
 from infra.config import WorkerConfig
 
 # Never sent to the image build: the build context is the repository root, and
@@ -104,11 +110,16 @@ class WorkerService(Construct):
         metrics_namespace: str,
         image: WorkerImage,
         log_retention: logs.RetentionDays,
-        extra_security_groups: Sequence[ec2.ISecurityGroup] = (),
+        operations: WorkerOperationsAccess | None = None,
     ):
-        """`extra_security_groups`: client groups of further services the tasks call (the graph nodes)."""
+        """`operations`: what the heavy operations reach (PostgreSQL, the graph plane)."""
         super().__init__(scope, id)
         self.config = config
+        self.operations = operations
+        if operations is not None and any(other is not vpc for other in operations.vpcs):
+            raise ConfigurationError(
+                "what the worker reaches in a VPC (broker, database, graph nodes) must be in its VPC"
+            )
         self.cluster = ecs.Cluster(
             self, "Cluster", vpc=vpc, container_insights_v2=ecs.ContainerInsights.ENABLED
         )
@@ -129,6 +140,7 @@ class WorkerService(Construct):
             "WORKER_CONCURRENCY": str(config.concurrency),
             "WORKER_STOP_TIMEOUT_SECONDS": str(config.stop_timeout_seconds),
             "METRICS_NAMESPACE": metrics_namespace,
+            **(operations.environment if operations is not None else {}),
         }
         self.container = self.task_definition.add_container(
             "worker",
@@ -150,6 +162,12 @@ class WorkerService(Construct):
             ),
         )
         self._allow_task_protection()
+        extra_security_groups: Sequence[ec2.ISecurityGroup] = ()
+        if operations is not None:
+            # The operations' own statements, in the task role (never the execution role).
+            for statement in operations.statements():
+                self.task_definition.add_to_task_role_policy(statement)
+            extra_security_groups = operations.security_groups
         self.service = ecs.FargateService(
             self,
             "Service",
@@ -165,6 +183,13 @@ class WorkerService(Construct):
             # @aws-cdk/aws-ecs:removeDefaultDesiredCount so deploys never reset it).
         )
         self._acknowledge(image)
+        if operations is not None and WORKER_IMAGE_CA_BUNDLE is None:
+            Annotations.of(self).add_warning_v2(
+                "beatless:worker-no-rds-ca-bundle",
+                "The worker image carries no RDS CA bundle (worker/Dockerfile), so DATABASE_SSLROOTCERT "
+                "is unset: the worker's operations verify the database certificate against the system "
+                "trust store, which refuses a direct RDS instance (they never connect unverified).",
+            )
 
     def _allow_task_protection(self) -> None:
         # Scoped to this cluster's tasks: the task ID is not known before the task starts.
@@ -182,18 +207,32 @@ class WorkerService(Construct):
         )
 
     def _acknowledge(self, image: WorkerImage) -> None:
+        stack = Stack.of(self)
         task_role_policy = self.task_definition.task_role.node.try_find_child("DefaultPolicy")
         Validations.of(task_role_policy or self.task_definition).acknowledge(
             Acknowledgment(
                 id="AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ecs:"
-                f"{Stack.of(self).region}:{Stack.of(self).account}:task/"
-                f"<{Stack.of(self).get_logical_id(cast(CfnElement, self.cluster.node.default_child))}>/*]",
+                f"{stack.region}:{stack.account}:task/"
+                f"<{stack.get_logical_id(cast(CfnElement, self.cluster.node.default_child))}>/*]",
                 reason=(
                     "Scale-in protection (ecs:UpdateTaskProtection/GetTaskProtection) on this cluster's "
                     "tasks only; a task's ID exists only once it runs, so the task part is a wildcard."
                 ),
             ),
         )
+        if self.operations is not None:
+            Validations.of(task_role_policy or self.task_definition).acknowledge(
+                Acknowledgment(
+                    id="AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:autoscaling:"
+                    f"{stack.region}:{stack.account}:autoScalingGroup:*:autoScalingGroupName/"
+                    f"{self.operations.graph_api.asg_name}]",
+                    reason=(
+                        "autoscaling:SetInstanceProtection on the graph node group only (placement protects "
+                        "a node while it holds a database); the group's ARN contains its UUID, unknown "
+                        "before it exists, so that part is a wildcard and the name pins the group."
+                    ),
+                ),
+            )
         if image.from_ecr:
             execution_policy = self.task_definition.obtain_execution_role().node.try_find_child(
                 "DefaultPolicy"
@@ -213,7 +252,9 @@ class WorkerService(Construct):
                 reason=(
                     "The plain environment holds only non-secret settings (broker endpoint without "
                     "password, queue names, kombu key layout, concurrency, stop timeout, metrics "
-                    "namespace); the one secret, BROKER_PASSWORD, comes from Secrets Manager via ECS secrets."
+                    "namespace; for the operations: ARNs of the database and graph API key secrets, "
+                    "never their values, table and bucket names, the TLS mode); the one secret the "
+                    "container needs at start, BROKER_PASSWORD, comes from Secrets Manager via ECS secrets."
                 ),
             ),
         )

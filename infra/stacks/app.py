@@ -4,7 +4,8 @@ network -> broker -> data -> monitoring -> graph -> worker -> jobs: each stack
 only points "down" this list (monitoring refers to nothing; graph only to the
 network), so there are no cycles. The worker tasks and the jobs that call the
 graph nodes join the graph stack's client group; nothing in the graph stack
-refers to them.
+refers to them. The worker's operations reach the data stack's database and the
+graph stack's registries, API key, node group and backups bucket (by name).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from aws_cdk import aws_logs as logs
 
 from beatless.jobs import Need
 from infra.components.job_grants import BrokerAccess, JobResources, WorkerServiceAccess
+from infra.components.worker_operations import WorkerOperationsAccess
 from infra.config import RETENTION_DAYS, Config
 from infra.stacks.broker import BrokerStack
 from infra.stacks.data import DataStack
@@ -77,7 +79,12 @@ def build(app: App, config: Config) -> BeatlessStacks:
         metrics_namespace=config.metrics_namespace,
         repo_root=config.lambda_source.repo_root,
         log_retention=retention,
-        graph_client_security_group=graph.client_security_group,
+        operations=WorkerOperationsAccess(
+            database=data.database.access,
+            graph_registry=graph.registry.access,
+            graph_api=graph.api_access,
+            backup_bucket_name=graph.buckets.backups.bucket_name,
+        ),
     )
     redis = broker.broker
     resources = JobResources(

@@ -7,7 +7,8 @@ its software asset, termination hook and scale-out on `AvailableSlots`, and
 the graph dashboard.
 
 It references only the network; the worker and jobs stacks reference it
-(`access`, `client_security_group`), never the other way round.
+(`registry.access`, `api_access`, `client_security_group`, the backups bucket's
+name), never the other way round.
 """
 
 from __future__ import annotations
@@ -79,4 +80,5 @@ class GraphStack(Stack):
             client_security_group=self.client_security_group,
             api_key_secret=self.api_key.secret,
             asg_name=self.nodes.asg_name,
+            asg_arn=self.nodes.asg_arn,
         )

@@ -1,6 +1,8 @@
 """The worker stack: the Celery worker service and its queue-depth autoscaling.
 
-The tasks join the broker's client group and, when given, the graph nodes' client group."""
+The tasks join the broker's client group and, given `operations` (composed from
+the data and graph stacks' accesses), the database's and the graph nodes' client
+groups, with the operations' environment and task-role grants."""
 
 from __future__ import annotations
 
@@ -8,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from aws_cdk import Stack
-from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.components.network import Network
 from infra.components.queue_scaling import QueueDepthScaling
 from infra.components.redis_broker import RedisBroker
+from infra.components.worker_operations import WorkerOperationsAccess
 from infra.components.worker_service import WorkerService, worker_image
 from infra.config import WorkerConfig
 
@@ -31,7 +33,7 @@ class WorkerStack(Stack):
         metrics_namespace: str,
         repo_root: Path,
         log_retention: logs.RetentionDays,
-        graph_client_security_group: ec2.ISecurityGroup | None = None,
+        operations: WorkerOperationsAccess | None = None,
         **kwargs: Any,
     ):
         super().__init__(scope, id, **kwargs)
@@ -42,8 +44,8 @@ class WorkerStack(Stack):
             vpc=network.vpc,
             subnets=network.private_subnets,
             broker_security_group=broker.client_security_group,
-            # Graph and ingestion tasks call the graph nodes' API.
-            extra_security_groups=[graph_client_security_group] if graph_client_security_group else [],
+            # The heavy operations: PostgreSQL, the graph registries, the nodes' API and group.
+            operations=operations,
             broker_url=broker.url,
             broker_password=broker.auth_token,
             metrics_namespace=metrics_namespace,

@@ -25,6 +25,13 @@ WORKER_ENVIRONMENT = {
     "WORKER_CONCURRENCY",
     "WORKER_STOP_TIMEOUT_SECONDS",
     "METRICS_NAMESPACE",
+    # The heavy operations' (tests/infra/test_worker_operations.py checks where they point).
+    "DATABASE_SECRET_ARN",
+    "DATABASE_SSLMODE",
+    "INSTANCE_REGISTRY_TABLE",
+    "GRAPH_REGISTRY_TABLE",
+    "GRAPH_API_KEY_SECRET_ARN",
+    "BACKUP_BUCKET",
 }
 
 
@@ -145,8 +152,7 @@ def test_task_protection_is_allowed_only_on_this_clusters_tasks(synth: Any) -> N
         ]
     }
     assert arn == expected
-    # Nothing else in the task role: the worker needs no other AWS API.
-    assert [s for s in statements if s is not statement] == []
+    # The rest of the task role is the operations' (tests/infra/test_worker_operations.py).
 
 
 def test_cluster_has_container_insights_and_the_service_leaves_desired_count_to_scaling(synth: Any) -> None:
@@ -156,11 +162,13 @@ def test_cluster_has_container_insights_and_the_service_leaves_desired_count_to_
     assert "DesiredCount" not in service  # a deploy must never reset what autoscaling chose
     network = service["NetworkConfiguration"]["AwsvpcConfiguration"]
     assert network["AssignPublicIp"] == "DISABLED"
-    # The broker's client group, and the graph nodes' (graph and ingestion tasks call their API).
+    # The broker's client group, the database's and the graph nodes' (the operations call their API).
     broker_clients = synth.logical_id(synth.stacks.broker.broker.client_security_group)
+    database_clients = synth.logical_id(synth.stacks.data.database.access.client_security_group)
     graph_clients = synth.logical_id(synth.stacks.graph.client_security_group)
     groups = [json.dumps(group) for group in network["SecurityGroups"]]
-    assert len(groups) == 2 and broker_clients in groups[0] and graph_clients in groups[1]
+    assert len(groups) == 3
+    assert broker_clients in groups[0] and database_clients in groups[1] and graph_clients in groups[2]
 
 
 def test_default_image_is_built_from_the_worker_dockerfile_and_staged_without_venv(synth: Any) -> None:
