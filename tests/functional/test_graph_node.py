@@ -207,6 +207,36 @@ def test_a_restore_whose_checksum_does_not_match_is_refused_and_changes_nothing(
         assert not list(node.data_dir.rglob("*.restoring"))  # nothing half-written left behind
 
 
+def test_an_atomic_load_whose_later_file_fails_leaves_the_graph_as_it_was(
+    node: GraphNodeServer, s3: Any
+) -> None:
+    put_parquet(s3, "first.parquet", companies(10))
+    put_parquet(s3, "more.parquet", companies(5, start=10))
+    put_csv(s3, "dangling.csv", pa.table({"from": ["c1"], "to": ["nobody"], "share": [0.5]}))
+    with api(node) as client:
+        created(client)
+        assert (
+            client.post(
+                "/databases/g1/load", json=load_body("seed", ("Company", "first.parquet"))
+            ).status_code
+            == 200
+        )
+        before = client.post("/databases/g1/query", json={"query": COUNT_QUERY}).json()["rows"]
+        body = load_body("both", ("Company", "more.parquet"), ("Owns", "dangling.csv")) | {"atomic": True}
+        refused = client.post("/databases/g1/load", json=body)
+        assert refused.status_code == 400 and refused.json()["error"]["field"] == "files[1]", refused.text
+        # The first file of the load was copied, then taken back with the rest: 10 companies, as before.
+        assert client.post("/databases/g1/query", json={"query": COUNT_QUERY}).json()["rows"] == before
+        assert not list((node.data_dir / "g1" / "loads").glob("both.*"))  # no snapshot or journal left
+        # Without `atomic` the same load keeps what it copied before the failing file.
+        partial = client.post(
+            "/databases/g1/load",
+            json=load_body("partial", ("Company", "more.parquet"), ("Owns", "dangling.csv")),
+        )
+        assert partial.status_code == 400
+        assert client.post("/databases/g1/query", json={"query": COUNT_QUERY}).json()["rows"][0][0] == 15
+
+
 def test_a_load_that_could_pass_the_size_cap_is_refused_up_front(
     s3: Any, registries: Registries, tmp_path: Path
 ) -> None:

@@ -12,11 +12,8 @@ never fails the work.
 from __future__ import annotations
 
 import math
-import os
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -27,7 +24,7 @@ import redis
 from beatless import credits
 from beatless.credits.errors import IdempotencyConflictError, InsufficientCreditsError
 from beatless.errors import InvalidInputError
-from beatless.graphs.registry import GraphStatus, Registries, create_tables
+from beatless.graphs.registry import GraphStatus, Registries
 from beatless.local.servers import GraphNodeServer, free_port
 from beatless.operations import records
 from beatless.operations.catalogue import operation
@@ -36,11 +33,20 @@ from beatless.operations.progress import ProgressStream
 from beatless.operations.resources import OperationResources
 from beatless.operations.runtime import OperationCancelledError, run_operation
 from tests.support.jobs import balance, graph
+from tests.support.operations import (  # noqa: F401 (node, registries, resources: fixtures)
+    BUCKET,
+    KEY,
+    answers,
+    environment,
+    node,
+    node_databases,
+    put_csv,
+    registries,
+    resources,
+)
 
 pytestmark = pytest.mark.slow
 
-KEY = "operations-test-key-0123456789"
-BACKUPS = "beatless-test-backups"
 CREDIT = credits.MICRO_PER_CREDIT
 SCHEMA = {
     "nodes": [{"name": "Company", "primary_key": "id", "properties": {"id": "STRING", "name": "STRING"}}],
@@ -48,48 +54,6 @@ SCHEMA = {
         {"name": "Owns", "from": "Company", "to": "Company", "properties": {"share": "DOUBLE"}}
     ],
 }
-
-
-@pytest.fixture
-def registries(aws: str) -> Registries:
-    boto3.client("s3").create_bucket(Bucket=BACKUPS)
-    create_tables(boto3.client("dynamodb"), "instances", "graphs")
-    return Registries(boto3.resource("dynamodb"), "instances", "graphs")
-
-
-@pytest.fixture
-def node(registries: Registries, tmp_path: Path) -> Iterator[GraphNodeServer]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GRAPH_", "INSTANCE_"))}
-    env |= {
-        "GRAPH_BUFFER_POOL_MB": "64",
-        "GRAPH_HEARTBEAT_SECONDS": "5",
-        "INSTANCE_ID": "node-1",
-        "INSTANCE_REGISTRY_TABLE": "instances",
-        "GRAPH_REGISTRY_TABLE": "graphs",
-        "GRAPH_NODE_CAPACITY": "5",
-    }
-    with GraphNodeServer(env, tmp_path / "data", KEY) as server:
-        yield server
-
-
-def environment(dsn: str, redis_url: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DATABASE_URL": dsn,
-        "BROKER_URL": redis_url,
-        "INSTANCE_REGISTRY_TABLE": "instances",
-        "GRAPH_REGISTRY_TABLE": "graphs",
-        "GRAPH_API_KEY": KEY,
-        "BACKUP_BUCKET": BACKUPS,
-        "STAGING_BUCKET": BACKUPS,
-    }
-
-
-@pytest.fixture
-def resources(dsn: str, redis_url: str, node: GraphNodeServer) -> Iterator[OperationResources]:
-    made = OperationResources(environment(dsn, redis_url))
-    yield made
-    made.close()
 
 
 def create(graph_id: str = "g1", schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -102,13 +66,6 @@ def held_and_committed(conn: psycopg.Connection, account: int) -> list[tuple[str
         "WHERE account_id = %s ORDER BY id",
         (account,),
     ).fetchall()
-
-
-def node_databases(node: GraphNodeServer) -> list[str]:
-    import httpx
-
-    listed = httpx.get(f"{node.url}/databases", headers={"X-Api-Key": KEY}).json()["databases"]
-    return [d["graph_id"] for d in listed]
 
 
 def test_create_graph_holds_then_charges_once_and_reports_its_stages_in_order(
@@ -336,8 +293,8 @@ def load_companies(node: GraphNodeServer, load_id: str, start: int, n: int) -> N
     from beatless.graphs.client import NodeClient
 
     rows = "".join(f"c{i},Company {i}\n" for i in range(start, start + n))
-    boto3.client("s3").put_object(Bucket=BACKUPS, Key=f"in/{load_id}.csv", Body=f"id,name\n{rows}".encode())
-    NodeClient(node.url, KEY).load("g1", load_id, BACKUPS, [("Company", f"in/{load_id}.csv")])
+    boto3.client("s3").put_object(Bucket=BUCKET, Key=f"in/{load_id}.csv", Body=f"id,name\n{rows}".encode())
+    NodeClient(node.url, KEY).load("g1", load_id, BUCKET, [("Company", f"in/{load_id}.csv")])
 
 
 def count_companies(node: GraphNodeServer) -> int:
@@ -356,7 +313,7 @@ def test_backup_then_restore_brings_the_graph_back_and_each_is_charged_by_size(
     backed = run_operation(operation("backup_graph"), {"graph_id": "g1"}, resources=resources)
     key = backed.result["key"]
     assert key == f"backups/g1/{backed.operation_id}.lbbk"
-    stored = boto3.client("s3").head_object(Bucket=BACKUPS, Key=key)
+    stored = boto3.client("s3").head_object(Bucket=BUCKET, Key=key)
     assert stored["Metadata"]["sha256"] == backed.result["sha256"]
     assert registries.graph("g1").last_backup_key == key
     assert registries.graph("g1").last_backup_sha256 == backed.result["sha256"]
@@ -404,13 +361,6 @@ SECTORS = {
 }
 
 
-def put_csv(key: str, header: str, rows: list[str]) -> str:
-    boto3.client("s3").put_object(
-        Bucket=BACKUPS, Key=key, Body=(header + "\n" + "\n".join(rows) + "\n").encode()
-    )
-    return key
-
-
 def parent_with_sectors(
     conn: psycopg.Connection, resources: OperationResources, node: GraphNodeServer
 ) -> None:
@@ -429,13 +379,7 @@ def parent_with_sectors(
         ("Owns", put_csv("in/owns.csv", "from,to,share", owns)),
         ("Directs", put_csv("in/directs.csv", "from,to", directs)),
     ]
-    NodeClient(node.url, KEY).load("parent", "seed", BACKUPS, files)
-
-
-def answers(node: GraphNodeServer, graph_id: str, query: str, **parameters: Any) -> list[list[Any]]:
-    from beatless.graphs.client import NodeClient
-
-    return NodeClient(node.url, KEY).query(graph_id, query, parameters)["rows"]
+    NodeClient(node.url, KEY).load("parent", "seed", BUCKET, files)
 
 
 def test_a_subgraph_answers_as_the_parent_does_with_the_filter(
@@ -547,7 +491,7 @@ def shared_repository(conn: psycopg.Connection, resources: OperationResources, n
         ),
         ("Measures", put_csv("sec/measures.csv", "from,to", [f"{f},{c}" for f, _, c, _ in facts])),
     ]
-    NodeClient(node.url, KEY).load("sec", "seed", BACKUPS, files)
+    NodeClient(node.url, KEY).load("sec", "seed", BUCKET, files)
 
 
 def test_an_entity_graph_answers_as_the_repository_does_for_that_entity(

@@ -90,11 +90,22 @@ class NodeClient:
         return self.request("DELETE", f"/databases/{_segment(graph_id)}")
 
     def load(
-        self, graph_id: str, load_id: str, bucket: str, files: Sequence[tuple[str, str]]
+        self,
+        graph_id: str,
+        load_id: str,
+        bucket: str,
+        files: Sequence[tuple[str, str]],
+        *,
+        atomic: bool = False,
     ) -> dict[str, Any]:
         """COPY each `(table, key)` from `bucket` into the graph, in order (a retried
-        `load_id` skips what the node already loaded)."""
-        body = {"load_id": load_id, "bucket": bucket, "files": [{"table": t, "key": k} for t, k in files]}
+        `load_id` skips what the node already loaded; `atomic`: all or nothing)."""
+        body = {
+            "load_id": load_id,
+            "bucket": bucket,
+            "files": [{"table": t, "key": k} for t, k in files],
+            "atomic": atomic,
+        }
         return self.request("POST", f"/databases/{_segment(graph_id)}/load", body)
 
     def query(

@@ -87,7 +87,7 @@ def create_subgraph(op: Operation, params: dict[str, Any]) -> dict[str, Any]:
     `COPY ... FROM` it. Re-running an attempt exports and loads again under the same load
     id (the node skips files it loaded already)."""
     parent_id = params["parent_graph_id"]
-    _parent, parent_node = _placed_node(op.resources, parent_id, field="params.parent_graph_id")
+    _parent, parent_node = placed_node(op.resources, parent_id, field="params.parent_graph_id")
     return _copy_to_new_graph(
         op, params["graph_id"], parent_id, parent_node, params["tables"], params["filters"]
     )
@@ -98,7 +98,7 @@ def create_entity_graph(op: Operation, params: dict[str, Any]) -> dict[str, Any]
     of the repository that has the entity property, filtered to the entity's value, and the
     relationships among them (kept when both their ends are the entity's)."""
     repository, prop, entity = params["repository"], params["entity_property"], params["entity_id"]
-    _repo, repo_node = _placed_node(op.resources, repository, field="params.repository")
+    _repo, repo_node = placed_node(op.resources, repository, field="params.repository")
     schema = repo_node.request("GET", f"/databases/{repository}")["schema"]
     tables = [t["name"] for t in schema["nodes"] if prop in t["properties"]]
     if not tables:
@@ -214,7 +214,7 @@ def graph_size_gib(resources: Any, params: dict[str, Any]) -> float:
     return 0.0 if graph is None else graph.size_bytes / GIB
 
 
-def _placed_node(resources: Any, graph_id: str, field: str = "params.graph_id") -> tuple[Any, Any]:
+def placed_node(resources: Any, graph_id: str, field: str = "params.graph_id") -> tuple[Any, Any]:
     registries = resources.registries()
     graph = registries.graph(graph_id)
     if graph is None or graph.status is not GraphStatus.ACTIVE:
@@ -229,7 +229,7 @@ def _placed_node(resources: Any, graph_id: str, field: str = "params.graph_id") 
 def backup_graph(op: Operation, params: dict[str, Any]) -> dict[str, Any]:
     resources = op.resources
     graph_id = params["graph_id"]
-    _graph, node = _placed_node(resources, graph_id)
+    _graph, node = placed_node(resources, graph_id)
     key = f"backups/{graph_id}/{op.operation_id}.lbbk"
     op.stage("backup", 10, f"checkpoint, pack and upload to {key}")
     answer = node.backup(graph_id, resources.backup_bucket(), key)
@@ -248,7 +248,7 @@ def backup_graph(op: Operation, params: dict[str, Any]) -> dict[str, Any]:
 def restore_graph(op: Operation, params: dict[str, Any]) -> dict[str, Any]:
     resources = op.resources
     graph_id = params["graph_id"]
-    graph, node = _placed_node(resources, graph_id)
+    graph, node = placed_node(resources, graph_id)
     key = params.get("backup_key") or graph.last_backup_key
     if not key:
         raise InvalidInputError("params.backup_key", f"graph {graph_id!r} has no backup to restore")

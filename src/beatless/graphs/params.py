@@ -12,11 +12,11 @@ from beatless.graphs.schema import GraphSchema
 GraphId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="the graph's id")]
 
 
-class _Params(BaseModel):
+class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
 
 
-class CreateGraphParams(_Params):
+class CreateGraphParams(Params):
     graph_id: GraphId
     graph_schema: dict[str, Any] = Field(
         alias="schema", description="node and relationship tables (`beatless.graphs.schema`)"
@@ -28,15 +28,15 @@ class CreateGraphParams(_Params):
         return GraphSchema.parse(value, field="schema").as_dict()  # raises naming the nested field
 
 
-class DeleteGraphParams(_Params):
+class DeleteGraphParams(Params):
     graph_id: GraphId
 
 
-class BackupGraphParams(_Params):
+class BackupGraphParams(Params):
     graph_id: GraphId
 
 
-class RestoreGraphParams(_Params):
+class RestoreGraphParams(Params):
     graph_id: GraphId
     backup_key: str | None = Field(
         default=None,
@@ -56,7 +56,7 @@ def _scalar(value: Any) -> Any:
 FilterValue = Annotated[str | int | float | bool, BeforeValidator(_scalar)]
 
 
-class CreateSubgraphParams(_Params):
+class CreateSubgraphParams(Params):
     graph_id: GraphId
     parent_graph_id: GraphId
     tables: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(
@@ -69,7 +69,7 @@ class CreateSubgraphParams(_Params):
     )
 
 
-class CreateEntityGraphParams(_Params):
+class CreateEntityGraphParams(Params):
     graph_id: GraphId
     entity_id: str = Field(min_length=1, max_length=200, description="the entity's value (a company's CIK)")
     repository: GraphId = Field(default="sec", description="the shared repository's graph")

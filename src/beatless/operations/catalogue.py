@@ -131,8 +131,29 @@ def source_size_in_result(params: Mapping[str, Any], result: Mapping[str, Any]) 
     return float(result.get("source_gib", 0.0))
 
 
+def upload_size(resources: Any, params: Mapping[str, Any]) -> float:
+    from beatless.ingestion.operations import upload_bytes
+
+    return upload_bytes(resources, dict(params))
+
+
+def staged_rows(resources: Any, params: Mapping[str, Any]) -> float:
+    """Millions of rows of the staged batch (its manifest; none staged: 0, refused by the core)."""
+    import json
+
+    from beatless.ingestion.operations import batch_prefix
+
+    key = f"{batch_prefix(params['graph_id'], params['batch_id'])}manifest.json"
+    try:
+        body = resources.s3().get_object(Bucket=resources.staging_bucket(), Key=key)["Body"].read()
+    except Exception:  # not staged: the core says so, naming the field
+        return 0.0
+    return sum(int(f["rows"]) for f in json.loads(body)["files"]) / 1_000_000
+
+
 def _catalogue() -> tuple[OperationSpec, ...]:
     from beatless.graphs import params as graph
+    from beatless.ingestion import params as ingestion
 
     credit = MICRO_PER_CREDIT
     return (
@@ -179,6 +200,27 @@ def _catalogue() -> tuple[OperationSpec, ...]:
             "table that names it, copied by the engine.",
             estimate_units=repository_size,
             result_units=source_size_in_result,
+        ),
+        OperationSpec(
+            name="stage_files",
+            queue=INGEST_QUEUE,
+            params=ingestion.StageFilesParams,
+            core_path="beatless.ingestion.operations:stage_files",
+            time_limit=3600,
+            cost=CostRule(base_micro=1 * credit, per_unit_micro=5 * credit, unit="GiB of uploaded files"),
+            description="Fetch a batch of uploaded CSV/Parquet files, validate them against the graph's "
+            "schema in DuckDB (every problem reported), and stage the clean batch.",
+            estimate_units=upload_size,
+        ),
+        OperationSpec(
+            name="materialize",
+            queue=INGEST_QUEUE,
+            params=ingestion.MaterializeParams,
+            core_path="beatless.ingestion.operations:materialize",
+            time_limit=3600,
+            cost=CostRule(base_micro=1 * credit, per_unit_micro=1 * credit, unit="million rows"),
+            description="Load a staged, valid batch into the graph through its node, all or nothing.",
+            estimate_units=staged_rows,
         ),
         OperationSpec(
             name="backup_graph",

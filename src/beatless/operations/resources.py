@@ -7,7 +7,9 @@ Environment (the worker's; `infra` sets it on the task definition):
 - the graph registries: `INSTANCE_REGISTRY_TABLE`, `GRAPH_REGISTRY_TABLE`;
 - the graph nodes' API key: `GRAPH_API_KEY_SECRET_ARN` (locally `GRAPH_API_KEY`);
 - `BACKUP_BUCKET`: where graph backups go (the graph stack's backups bucket);
-- `STAGING_BUCKET`: intermediate files (a subgraph's exported tables);
+- `STAGING_BUCKET`: intermediate files (a subgraph's exported tables, validated batches);
+- `UPLOADS_BUCKET`: what users uploaded (ingestion reads it);
+- `WORK_DIR`: local scratch space for ingestion (default: the system's temporary directory);
 - `GRAPH_NODE_TIMEOUT_SECONDS` (default 600): a node request's read timeout (loads and
   backups answer when done).
 
@@ -104,6 +106,12 @@ class OperationResources:
 
     def staging_bucket(self) -> str:
         return env_required(self.env, "STAGING_BUCKET")
+
+    def uploads_bucket(self) -> str:
+        return env_required(self.env, "UPLOADS_BUCKET")
+
+    def work_dir(self) -> str | None:
+        return env_str(self.env, "WORK_DIR")
 
     def autoscaling(self) -> Any:
         from beatless.aws import client

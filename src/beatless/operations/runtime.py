@@ -109,8 +109,8 @@ def parse_params(spec: OperationSpec, raw: Any) -> dict[str, Any]:
         cause = first.get("ctx", {}).get("error")
         if isinstance(cause, InvalidInputError):  # a validator's own check names the nested field
             raise InvalidInputError(f"params.{cause.field}", cause.problem) from None
-        where = ".".join(str(part) for part in first["loc"])
-        raise InvalidInputError(f"params.{where}" if where else "params", first["msg"]) from None
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"])
+        raise InvalidInputError(f"params{where}", first["msg"]) from None
     data: dict[str, Any] = model.model_dump(mode="json")
     return data
 

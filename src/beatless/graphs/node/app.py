@@ -13,8 +13,8 @@ changes nothing.
 - `POST /databases/{id}/query` `{"query", "parameters"?, "limit"?, "timeout_ms"?}`:
   columns, rows, `truncated`; read-only;
 - `POST /databases/{id}/load` `{"load_id", "bucket", "files": [{"table", "key",
-  "format"?}]}`: each file fetched from S3, then COPYed; 409 while another load runs,
-  413 when it could pass the size cap;
+  "format"?}], "atomic"?}`: each file fetched from S3, then COPYed (`atomic`: all or
+  nothing); 409 while another load runs, 413 when it could pass the size cap;
 - `POST /databases/{id}/backup` `{"bucket", "key"}`: the archive in S3, its SHA-256
   in the object's metadata and in the graph registry;
 - `POST /databases/{id}/restore` `{"bucket", "key", "sha256"?}`: verified, then the
@@ -254,7 +254,10 @@ async def query(request: Request) -> Response:
 async def load(request: Request) -> Response:
     node: Node = request.app.state.node
     host = node.host
-    data = await _body(request, required={"load_id", "bucket", "files"}, optional=set())
+    data = await _body(request, required={"load_id", "bucket", "files"}, optional={"atomic"})
+    atomic = data.get("atomic", False)
+    if not isinstance(atomic, bool):
+        raise InvalidInputError("atomic", f"must be true or false, got {atomic!r}")
     bucket = _string(data, "bucket")
     raw = data["files"]
     if not isinstance(raw, list) or not raw:
@@ -265,7 +268,7 @@ async def load(request: Request) -> Response:
         node.s3.download_file(bucket, item.name, str(path))
 
     result = await _threaded(
-        host.load, request.path_params["graph_id"], _string(data, "load_id"), files, fetch
+        host.load, request.path_params["graph_id"], _string(data, "load_id"), files, fetch, atomic=atomic
     )
     return JSONResponse(result)
 

@@ -103,6 +103,23 @@ def pack(source: Path, archive: Path) -> Packed:
     return Packed(hashing.digest.hexdigest(), hashing.written, size, sum(length for _, length in regions))
 
 
+def copy_sparse(source: Path, target: Path) -> None:
+    """`source`'s bytes to `target`, holes kept as holes (the kernel copies the extents), synced."""
+    size = source.stat().st_size
+    with source.open("rb") as src, target.open("wb") as out:
+        out.truncate(size)
+        for offset, length in extents(source):
+            done = 0
+            while done < length:
+                copied = os.copy_file_range(
+                    src.fileno(), out.fileno(), length - done, offset + done, offset + done
+                )
+                if copied == 0:
+                    raise BackupIntegrityError(f"{source} shrank while it was copied")
+                done += copied
+        os.fsync(out.fileno())
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:

@@ -198,10 +198,15 @@ class DatabaseHost:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def load(self, graph_id: str, load_id: str, files: Sequence[LoadFile], fetch: Fetch) -> dict[str, Any]:
+    def load(
+        self, graph_id: str, load_id: str, files: Sequence[LoadFile], fetch: Fetch, *, atomic: bool = False
+    ) -> dict[str, Any]:
         """COPY each file into its table, once per `load_id` (see the module docstring):
         tables and the size cap checked first, then every file fetched and its columns
-        checked, then the COPYs."""
+        checked, then the COPYs. `atomic`: all or nothing — the database as it was before
+        the load's first COPY is kept aside (CHECKPOINT, sparse copy) and put back if a COPY
+        fails; a load cut short by a crash resumes from its journal, and still rolls back to
+        that point if a later COPY fails."""
         check_id("load_id", load_id)
         if not files:
             raise InvalidInputError("files", "must name at least one file")
@@ -219,11 +224,42 @@ class DatabaseHost:
                     fetch(item, path)
                     self._check_columns(tables[item.table], item, path, f"files[{i}]")
                     local.append(path)
-                return self._copy(graph_id, load_id, files, local)
+                return self._copy(graph_id, load_id, files, local, atomic=atomic)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
 
     def _copy(
+        self, graph_id: str, load_id: str, files: Sequence[LoadFile], local: Sequence[Path], *, atomic: bool
+    ) -> dict[str, Any]:
+        snapshot = self._dir(graph_id) / "loads" / f"{load_id}.snapshot"
+        journal = self._dir(graph_id) / "loads" / f"{load_id}.json"
+        if atomic and not journal.exists():  # the load's first attempt: the point to go back to
+            self._snapshot(graph_id, snapshot)
+        try:
+            result = self._copy_journaled(graph_id, load_id, files, local)
+        except InvalidInputError:
+            if atomic and snapshot.exists():  # (a load id begun without `atomic` has no point to go back to)
+                self._roll_back(graph_id, snapshot, journal)
+            raise
+        snapshot.unlink(missing_ok=True)
+        return result
+
+    def _snapshot(self, graph_id: str, snapshot: Path) -> None:
+        with self._connection(graph_id) as conn:
+            conn.execute("CHECKPOINT")
+        snapshot.parent.mkdir(exist_ok=True)
+        backup.copy_sparse(self._dir(graph_id) / DATABASE_FILE, snapshot)
+
+    def _roll_back(self, graph_id: str, snapshot: Path, journal: Path) -> None:
+        """The database as it was before the load (its WAL discarded with the load's writes)."""
+        self._close(graph_id)
+        folder = self._dir(graph_id)
+        for stale in folder.glob(f"{DATABASE_FILE}.*"):
+            stale.unlink()
+        snapshot.replace(folder / DATABASE_FILE)
+        journal.unlink(missing_ok=True)
+
+    def _copy_journaled(
         self, graph_id: str, load_id: str, files: Sequence[LoadFile], local: Sequence[Path]
     ) -> dict[str, Any]:
         # The journal says which files are in. A COPY commits before the journal can say so:
