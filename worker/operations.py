@@ -73,6 +73,7 @@ def register(app: Celery) -> None:
         app.task(
             name=spec.celery_name,
             bind=True,
+            shared=False,  # one closure per app: not a shared task every app would re-register
             time_limit=spec.time_limit,
             soft_time_limit=spec.soft_time_limit,
         )(_task_for(spec))

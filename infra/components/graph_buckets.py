@@ -12,13 +12,16 @@ is deleted. Lifecycle:
   versioned; a replaced or deleted backup's older versions expire
   `backup_retention_days` after they stopped being current.
 
-`node_statements()` is what a graph node may do: read uploads and staging, read
-and write backups, on objects only.
+`node_statements()` is what a graph node may do: read uploads, read and write
+staging (loads and exports) and backups, on objects only. `worker_policy()` is what the
+worker's operations may do, as a customer-managed policy of this stack that the worker
+stack attaches to its task role (the bucket ARNs stay in the stack that owns them):
+read uploads; read, write and delete staging objects.
 """
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import Acknowledgment, Duration, Stack, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
@@ -83,14 +86,44 @@ class GraphBuckets(Construct):
         return {"uploads": self.uploads, "staging": self.staging, "backups": self.backups}
 
     def node_statements(self) -> list[iam.PolicyStatement]:
-        """A graph node: loads read uploads and staging; backups write and restores read backups."""
+        """A graph node: loads read uploads and staging; exports write staging; backups write
+        and restores read backups."""
         return [
+            iam.PolicyStatement(actions=["s3:GetObject"], resources=[self.uploads.arn_for_objects("*")]),
             iam.PolicyStatement(
-                actions=["s3:GetObject"],
-                resources=[self.uploads.arn_for_objects("*"), self.staging.arn_for_objects("*")],
+                actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+                resources=[self.staging.arn_for_objects("*")],
             ),
             iam.PolicyStatement(
                 actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
                 resources=[self.backups.arn_for_objects("*")],
             ),
         ]
+
+    def worker_policy(self) -> iam.ManagedPolicy:
+        """The worker's ingestion and subgraph access (once per stack)."""
+        policy = iam.ManagedPolicy(
+            self,
+            "WorkerAccess",
+            description="Beatless worker: read uploads; read, write and clean staging (objects only)",
+            statements=[
+                iam.PolicyStatement(actions=["s3:GetObject"], resources=[self.uploads.arn_for_objects("*")]),
+                iam.PolicyStatement(
+                    actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+                    resources=[self.staging.arn_for_objects("*")],
+                ),
+            ],
+        )
+        stack = Stack.of(self)
+        for bucket in (self.uploads, self.staging):
+            logical = stack.get_logical_id(bucket.node.default_child)  # type: ignore[arg-type]
+            Validations.of(policy).acknowledge(
+                Acknowledgment(
+                    id=f"AwsSolutions::AwsSolutions-IAM5[Resource::<{logical}.Arn>/*]",
+                    reason=(
+                        "Object keys are per upload batch and per operation, created at run time: the "
+                        "worker reads uploads and keeps staged batches in staging, in these buckets only."
+                    ),
+                )
+            )
+        return policy

@@ -7,9 +7,8 @@ task role's statements and the security groups its tasks join:
 
 * PostgreSQL: `DATABASE_SECRET_ARN` (the ARN, never the value) and
   `DATABASE_SSLMODE=verify-full`; GetSecretValue on that secret only; the
-  database's client group. No `DATABASE_SSLROOTCERT`: the worker image
-  (`worker/Dockerfile`) carries no RDS CA bundle, so the worker verifies the
-  server certificate against the system trust store (`WORKER_IMAGE_CA_BUNDLE`).
+  database's client group; `DATABASE_SSLROOTCERT` is the RDS CA bundle that
+  `worker/Dockerfile` copies into the image (`WORKER_IMAGE_CA_BUNDLE`).
 * The registries: `INSTANCE_REGISTRY_TABLE`, `GRAPH_REGISTRY_TABLE`;
   `GraphRegistryAccess.worker_statements()` (no delete, no batch write).
 * The nodes' API: `GRAPH_API_KEY_SECRET_ARN`; GetSecretValue on that secret
@@ -17,7 +16,11 @@ task role's statements and the security groups its tasks join:
 * Scale-in protection of the nodes that hold databases:
   `autoscaling:SetInstanceProtection` on the node group only.
 * `BACKUP_BUCKET`: the backups bucket's name, which the worker hands to the node
-  (the node reads and writes the objects; the worker needs no S3 permission).
+  (the node reads and writes the objects; the worker needs no permission on it).
+* Ingestion and subgraphs: `UPLOADS_BUCKET` (the worker reads uploaded files) and
+  `STAGING_BUCKET` (it writes validated batches and their manifests, reads them and the
+  node's exports back, and deletes what it fetched), through the graph stack's managed
+  policy (`bucket_policy`), attached to the task role; the node reads and writes staging.
 """
 
 from __future__ import annotations
@@ -32,9 +35,9 @@ from infra.components.database import DatabaseAccess
 from infra.components.graph_registry import GraphRegistryAccess
 from infra.components.job_grants import GraphApiAccess
 
-# Where an RDS CA bundle would be in the worker image: nowhere yet (worker/Dockerfile copies
-# only the package and worker/). Set this when the image ships one; DATABASE_SSLROOTCERT follows.
-WORKER_IMAGE_CA_BUNDLE: str | None = None
+# Where worker/Dockerfile puts the RDS CA bundle (infra/certs/rds-global-bundle.pem): the worker
+# verifies the database's certificate against it (a test keeps the two paths equal).
+WORKER_IMAGE_CA_BUNDLE: str | None = "/app/certs/rds-global-bundle.pem"
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,9 @@ class WorkerOperationsAccess:
     graph_registry: GraphRegistryAccess
     graph_api: GraphApiAccess
     backup_bucket_name: str  # BACKUP_BUCKET: passed to the node, which moves the bytes
+    uploads_bucket_name: str  # UPLOADS_BUCKET: read
+    staging_bucket_name: str  # STAGING_BUCKET: read, written, cleaned
+    bucket_policy: iam.IManagedPolicy  # the graph stack's policy for those two (GraphBuckets.worker_policy)
 
     @property
     def environment(self) -> dict[str, str]:
@@ -51,6 +57,8 @@ class WorkerOperationsAccess:
             **self.graph_registry.environment,
             "GRAPH_API_KEY_SECRET_ARN": self.graph_api.api_key_secret.secret_arn,
             "BACKUP_BUCKET": self.backup_bucket_name,
+            "UPLOADS_BUCKET": self.uploads_bucket_name,
+            "STAGING_BUCKET": self.staging_bucket_name,
         }
 
     @property

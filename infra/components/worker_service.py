@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-from aws_cdk import Acknowledgment, Annotations, ArnFormat, CfnElement, Duration, Stack, Validations
+from aws_cdk import Acknowledgment, ArnFormat, CfnElement, Duration, Stack, Validations
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecr_assets as ecr_assets
@@ -31,7 +31,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from beatless.errors import ConfigurationError
-from infra.components.worker_operations import WORKER_IMAGE_CA_BUNDLE, WorkerOperationsAccess
+from infra.components.worker_operations import WorkerOperationsAccess
 from infra.config import WorkerConfig
 
 # Never sent to the image build: the build context is the repository root, and
@@ -167,6 +167,7 @@ class WorkerService(Construct):
             # The operations' own statements, in the task role (never the execution role).
             for statement in operations.statements():
                 self.task_definition.add_to_task_role_policy(statement)
+            self.task_definition.task_role.add_managed_policy(operations.bucket_policy)
             extra_security_groups = operations.security_groups
         self.service = ecs.FargateService(
             self,
@@ -183,13 +184,6 @@ class WorkerService(Construct):
             # @aws-cdk/aws-ecs:removeDefaultDesiredCount so deploys never reset it).
         )
         self._acknowledge(image)
-        if operations is not None and WORKER_IMAGE_CA_BUNDLE is None:
-            Annotations.of(self).add_warning_v2(
-                "beatless:worker-no-rds-ca-bundle",
-                "The worker image carries no RDS CA bundle (worker/Dockerfile), so DATABASE_SSLROOTCERT "
-                "is unset: the worker's operations verify the database certificate against the system "
-                "trust store, which refuses a direct RDS instance (they never connect unverified).",
-            )
 
     def _allow_task_protection(self) -> None:
         # Scoped to this cluster's tasks: the task ID is not known before the task starts.

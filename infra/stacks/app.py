@@ -84,6 +84,9 @@ def build(app: App, config: Config) -> BeatlessStacks:
             graph_registry=graph.registry.access,
             graph_api=graph.api_access,
             backup_bucket_name=graph.buckets.backups.bucket_name,
+            uploads_bucket_name=graph.buckets.uploads.bucket_name,
+            staging_bucket_name=graph.buckets.staging.bucket_name,
+            bucket_policy=graph.worker_bucket_policy,
         ),
     )
     redis = broker.broker

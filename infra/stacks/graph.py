@@ -46,6 +46,7 @@ class GraphStack(Stack):
         self.config = config
         self.registry = GraphRegistry(self, "Registry")
         self.buckets = GraphBuckets(self, "Buckets", config=config)
+        self.worker_bucket_policy = self.buckets.worker_policy()
         self.api_key = GraphApiKey(self, "ApiKey")
         self.client_security_group = client_security_group(
             self,

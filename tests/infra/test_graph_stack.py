@@ -360,8 +360,18 @@ def test_node_role_is_limited_to_its_tables_buckets_secret_asset_and_group(app: 
             for resource in resources:
                 rendered = json.dumps(resource)
                 assert any(b in rendered for b in buckets.values()) or "cdk-hnb659fds-assets" in rendered
-            if "s3:PutObject" in actions:
-                assert resources == [{"Fn::Join": ["", [{"Fn::GetAtt": [buckets["backups"], "Arn"]}, "/*"]]}]
+            if "s3:PutObject" in actions:  # backups (archives) and staging (exports for subgraphs)
+                writable = [
+                    {"Fn::Join": ["", [{"Fn::GetAtt": [buckets[b], "Arn"]}, "/*"]]}
+                    for b in ("staging", "backups")
+                ]
+                assert len(resources) == 1 and resources[0] in writable, resources
+            if (
+                "s3:GetObject" in actions
+                and "s3:PutObject" not in actions
+                and "cdk-hnb659fds-assets" not in text
+            ):
+                assert buckets["uploads"] in text  # uploads are only ever read
         elif services == {"secretsmanager"}:
             assert actions == ["secretsmanager:GetSecretValue"] and resources == [{"Ref": secret}]
         elif services == {"autoscaling"}:

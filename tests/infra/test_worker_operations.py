@@ -1,8 +1,9 @@
 """The worker's heavy operations (`beatless.operations.resources`) in AWS: the
-task definition's environment points at the deployed database secret, graph
-registries, graph API key and backups bucket; the task role holds exactly the
-grants they need and nothing more; the tasks reach PostgreSQL and the graph
-nodes; the stacks still refer only "down" (no cycles)."""
+task definition's environment points at the deployed database secret (and the
+RDS CA bundle the image carries), graph registries, graph API key and the
+backups, uploads and staging buckets; the task role holds exactly the grants
+they need and nothing more; the tasks reach PostgreSQL and the graph nodes; the
+stacks still refer only "down" (no cycles)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from beatless.db.settings import DatabaseSettings
 from beatless.graphs.client import api_key_from_env
 from beatless.graphs.registry import GRAPH_INSTANCE_INDEX
 from beatless.operations.resources import OperationResources
+from infra.components.worker_operations import WORKER_IMAGE_CA_BUNDLE
 from tests.infra.conftest import EXISTING_DATABASE_GROUP, EXISTING_DATABASE_SECRET
 
 pytestmark = pytest.mark.slow
@@ -28,6 +30,9 @@ OPERATIONS_ENVIRONMENT = {
     "GRAPH_REGISTRY_TABLE",
     "GRAPH_API_KEY_SECRET_ARN",
     "BACKUP_BUCKET",
+    "UPLOADS_BUCKET",
+    "STAGING_BUCKET",
+    "DATABASE_SSLROOTCERT",
 }
 
 
@@ -78,7 +83,8 @@ def _task_role_statements(synth: Any) -> list[dict[str, Any]]:
     task_definition = synth.only("AWS::ECS::TaskDefinition")
     role_id = task_definition["TaskRoleArn"]["Fn::GetAtt"][0]
     role = synth.template(synth.stacks.worker)["Resources"][role_id]["Properties"]
-    assert "ManagedPolicyArns" not in role and "Policies" not in role, "only the default policy grants"
+    # The default policy, and the one managed policy of the graph stack for its buckets (checked below).
+    assert "Policies" not in role and len(role.get("ManagedPolicyArns", [])) == 1
     policies = [
         p for p in synth.resources("AWS::IAM::Policy").values() if {"Ref": role_id} in p.get("Roles", [])
     ]
@@ -97,6 +103,10 @@ def _normalized(synth: Any, statement: dict[str, Any]) -> tuple[tuple[str, ...],
     )
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
 def _expected(actions: list[str], resources: list[Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(sorted(actions)), tuple(sorted(json.dumps(r, sort_keys=True) for r in resources))
 
@@ -109,13 +119,15 @@ def test_the_worker_environment_points_the_operations_at_the_deployed_resources(
     backups, api_key = graph.buckets.backups, graph.api_key.secret
     assert _exported(app, env["DATABASE_SECRET_ARN"]) == _database_secret_arn(app)
     assert env["DATABASE_SSLMODE"] == "verify-full"
-    # The worker image carries no RDS CA bundle (worker/Dockerfile): no path is invented, even
-    # when the Lambdas get one (the variant app) — the worker verifies against the system store.
-    assert "DATABASE_SSLROOTCERT" not in env
+    # The RDS CA bundle the worker image carries (worker/Dockerfile copies it there).
+    assert env["DATABASE_SSLROOTCERT"] == WORKER_IMAGE_CA_BUNDLE
     assert _exported(app, env["INSTANCE_REGISTRY_TABLE"]) == _spelled(instances, instances.table_name)
     assert _exported(app, env["GRAPH_REGISTRY_TABLE"]) == _spelled(graphs, graphs.table_name)
     assert _exported(app, env["GRAPH_API_KEY_SECRET_ARN"]) == _spelled(api_key, api_key.secret_arn)
     assert _exported(app, env["BACKUP_BUCKET"]) == _spelled(backups, backups.bucket_name)
+    uploads, staging = graph.buckets.uploads, graph.buckets.staging
+    assert _exported(app, env["UPLOADS_BUCKET"]) == _spelled(uploads, uploads.bucket_name)
+    assert _exported(app, env["STAGING_BUCKET"]) == _spelled(staging, staging.bucket_name)
     # The ARNs are references (to be fetched by the worker), never a secret's value.
     for name in ("DATABASE_SECRET_ARN", "GRAPH_API_KEY_SECRET_ARN"):
         assert "resolve:secretsmanager" not in json.dumps(env[name])
@@ -128,9 +140,11 @@ def test_the_operations_settings_accept_the_deployed_environment(app: Any) -> No
     env = {name: app.render(value) for name, value in app.container_environment().items()}
     env["DATABASE_SECRET_ARN"] = EXISTING_DATABASE_SECRET  # a rendered reference is no ARN
     database = DatabaseSettings.from_env(env)
-    assert (database.sslmode, database.sslrootcert) == ("verify-full", "system")
+    assert (database.sslmode, database.sslrootcert) == ("verify-full", WORKER_IMAGE_CA_BUNDLE)
     resources = OperationResources(env)
     assert resources.backup_bucket() == env["BACKUP_BUCKET"]
+    assert resources.uploads_bucket() == env["UPLOADS_BUCKET"]
+    assert resources.staging_bucket() == env["STAGING_BUCKET"]
 
     class SecretsManager:
         def get_secret_value(self, *, SecretId: str) -> dict[str, str]:  # boto3's keyword
@@ -192,9 +206,32 @@ def test_the_worker_task_role_has_exactly_the_operations_grants(app: Any) -> Non
     ]
     statements = _task_role_statements(app)
     assert sorted(_normalized(app, s) for s in statements) == sorted(expected)
-    # The node moves the backups' bytes; the worker only names the bucket.
-    actions = {a for s in statements for a in _normalized(app, s)[0]}
-    assert not {a for a in actions if a.startswith("s3:")}
+    # Its buckets' objects through one policy of the graph stack: uploads read, staging read,
+    # written and cleaned; nothing of the backups (the node moves their bytes).
+    task_definition = app.only("AWS::ECS::TaskDefinition")
+    task_role = app.template(app.stacks.worker)["Resources"][task_definition["TaskRoleArn"]["Fn::GetAtt"][0]]
+    task_role = task_role["Properties"]
+    (attached,) = [_exported(app, arn) for arn in task_role["ManagedPolicyArns"]]
+    policy = graph.worker_bucket_policy
+    assert attached == _spelled(policy, policy.managed_policy_arn)
+    (document,) = [r["PolicyDocument"] for r in app.resources("AWS::IAM::ManagedPolicy", graph).values()]
+    objects = {
+        name: {"Fn::Join": ["", [{"Fn::GetAtt": [app.logical_id(bucket), "Arn"]}, "/*"]]}
+        for name, bucket in graph.buckets.buckets.items()
+    }
+    assert sorted(
+        (tuple(sorted(_list(s["Action"]))), json.dumps(s["Resource"], sort_keys=True))
+        for s in document["Statement"]
+    ) == sorted(
+        [
+            (("s3:GetObject",), json.dumps(objects["uploads"], sort_keys=True)),
+            (
+                tuple(sorted(["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"])),
+                json.dumps(objects["staging"], sort_keys=True),
+            ),
+        ]
+    )
+    assert not [s for s in statements if "s3:" in json.dumps(s["Action"])]
     # The group the statement names is the deployed group.
     (group,) = app.resources("AWS::AutoScaling::AutoScalingGroup", graph).values()
     assert group["AutoScalingGroupName"] == graph.nodes.asg_name
@@ -274,6 +311,13 @@ def test_the_stacks_still_refer_only_down(app: Any) -> None:
         assert stacks.worker.stack_name not in imports(stack), stack.stack_name
 
 
-def test_synth_warns_that_the_worker_image_has_no_rds_ca_bundle(app: Any) -> None:
-    warnings = app.warnings(app.stacks.worker)
-    assert any("worker image carries no RDS CA bundle" in w for w in warnings), warnings
+def test_the_worker_image_carries_the_ca_bundle_the_environment_names() -> None:
+    """worker/Dockerfile copies infra/certs' RDS bundle to WORKER_IMAGE_CA_BUNDLE (and the
+    build context lets it in), so the worker verifies the database's certificate."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    dockerfile = (repo / "worker" / "Dockerfile").read_text()
+    assert f"COPY infra/certs/rds-global-bundle.pem {WORKER_IMAGE_CA_BUNDLE}" in dockerfile
+    assert "!infra/certs/rds-global-bundle.pem" in (repo / ".dockerignore").read_text().splitlines()
+    assert "BEGIN CERTIFICATE" in (repo / "infra" / "certs" / "rds-global-bundle.pem").read_text()
