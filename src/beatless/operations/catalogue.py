@@ -22,6 +22,7 @@ from beatless.errors import InvalidInputError
 GRAPH_QUEUE = "graph"
 INGEST_QUEUE = "ingest"
 TASK_PREFIX = "beatless."
+HOLD_GRACE_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class OperationSpec:
     estimate_units: Callable[[Any, Mapping[str, Any]], float] = _no_units
     result_units: Callable[[Mapping[str, Any], Mapping[str, Any]], float] = _units_in_result
     paying_account: Callable[[Any, Mapping[str, Any]], int] = graph_account
+    hold_grace_seconds: int = HOLD_GRACE_SECONDS
 
     @property
     def celery_name(self) -> str:
@@ -84,6 +86,13 @@ class OperationSpec:
     @property
     def soft_time_limit(self) -> int:
         return int(self.time_limit * 0.9)
+
+    @property
+    def hold_seconds(self) -> int:
+        """How long an attempt's credit hold lasts: past its hard time limit, so a live attempt
+        never loses it; a dead attempt's lasts until the cleanup expires it or a new attempt
+        takes the operation over and releases it."""
+        return self.time_limit + self.hold_grace_seconds
 
     def core(self) -> Callable[..., dict[str, Any]]:
         module, _, function = self.core_path.partition(":")

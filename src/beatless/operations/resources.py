@@ -10,6 +10,8 @@ Environment (the worker's; `infra` sets it on the task definition):
 - `STAGING_BUCKET`: intermediate files (a subgraph's exported tables, validated batches);
 - `UPLOADS_BUCKET`: what users uploaded (ingestion reads it);
 - `WORK_DIR`: local scratch space for ingestion (default: the system's temporary directory);
+- `OPERATION_LEASE_SECONDS` (default 60, at least 4): how long after its last renewal
+  an attempt is presumed dead and its operation taken over by a new delivery;
 - `GRAPH_NODE_TIMEOUT_SECONDS` (default 600): a node request's read timeout (loads and
   backups answer when done).
 
@@ -33,6 +35,7 @@ class OperationResources:
     def __init__(self, env: Env, *, progress_client: Callable[[], Any] | None = None) -> None:
         self.env: Mapping[str, str] = dict(env)
         self._progress_factory = progress_client
+        self.lease_seconds = env_int(env, "OPERATION_LEASE_SECONDS", 60, minimum=4, maximum=3600)
         self.node_timeout = env_int(
             env, "GRAPH_NODE_TIMEOUT_SECONDS", DEFAULT_NODE_TIMEOUT_SECONDS, minimum=1, maximum=3600
         )

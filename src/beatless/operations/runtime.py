@@ -35,9 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("beatless.operations")
 
-LEASE = timedelta(seconds=60)  # a dead attempt's operation is taken over this long after its last sign
-LEASE_RENEW_SECONDS = 15.0
-HOLD_GRACE = timedelta(minutes=5)  # a hold outlives its attempt's hard time limit by this much
+DEFAULT_LEASE_SECONDS = 60  # a dead attempt's operation is taken over this long after its last sign
 BUSY_POLL_SECONDS = 1.0
 
 
@@ -164,8 +162,8 @@ def run_operation(
             account_id=account_id,
             estimated_micro=estimate,
             task_id=task_id or None,
-            lease=LEASE,
-            hold_for=timedelta(seconds=spec.time_limit) + HOLD_GRACE,
+            lease=timedelta(seconds=lease_seconds(resources)),
+            hold_for=timedelta(seconds=spec.hold_seconds),
         )
         if started.outcome != "busy":
             break
@@ -198,6 +196,11 @@ def run_operation(
     return Outcome(op_id, attempt, "succeeded", done.charged_micro, result, False)
 
 
+def lease_seconds(resources: Any) -> int:
+    """The resources' lease (`OPERATION_LEASE_SECONDS`), else the default."""
+    return int(getattr(resources, "lease_seconds", DEFAULT_LEASE_SECONDS))
+
+
 def _finish(conn: Any, operation: Operation, status: str, error: str) -> None:
     """Record a failed or cancelled attempt (hold released); the original error is what
     the caller raises, so a failure to record it is logged, never raised over it."""
@@ -216,6 +219,7 @@ class _Lease:
         self._resources = resources
         self._operation_id = operation_id
         self._attempt = attempt
+        self._lease_seconds = lease_seconds(resources)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lease-{operation_id}", daemon=True)
 
@@ -230,11 +234,12 @@ class _Lease:
     def _run(self) -> None:
         conn = None
         try:
-            while not self._stop.wait(LEASE_RENEW_SECONDS):
+            while not self._stop.wait(self._lease_seconds / 4):  # renewed four times a lease
                 try:
                     if conn is None:
                         conn = self._resources.lease_database()
-                    if not records.renew_lease(conn, self._operation_id, self._attempt, LEASE):
+                    lease = timedelta(seconds=self._lease_seconds)
+                    if not records.renew_lease(conn, self._operation_id, self._attempt, lease):
                         return  # finished, or taken over
                 except Exception as error:  # the next renewal tries again; the lease has slack
                     log.warning("lease of %s not renewed: %s", self._operation_id, error)
