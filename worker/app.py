@@ -103,10 +103,13 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         # event loop frozen; worker.shutdown implements the soft phase instead.
         "worker_soft_shutdown_timeout": 0.0,
         "worker_enable_soft_shutdown_on_idle": False,
-        # Running acks_late tasks cannot be acknowledged over a lost
-        # connection and are redelivered anyway: stop them instead of
-        # letting two copies run.
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # A running task goes on through a broker reconnect (a failover): its
+        # effect is idempotent (operations per operation id, under a lease that
+        # keeps a second copy waiting; record_effect per task id), so a message
+        # redelivered because its ack was lost finds the result instead of
+        # running again — while cancelling would throw the work away, and lose
+        # the message outright when the new Redis is empty.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
     }
     if urlsplit(settings.broker_url).scheme == "rediss":
         conf["broker_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
