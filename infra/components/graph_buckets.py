@@ -16,7 +16,9 @@ is deleted. Lifecycle:
 staging (loads and exports) and backups, on objects only. `worker_policy()` is what the
 worker's operations may do, as a customer-managed policy of this stack that the worker
 stack attaches to its task role (the bucket ARNs stay in the stack that owns them):
-read uploads; read, write and delete staging objects.
+read uploads; read, write and delete staging objects. `ingestion_reader_policy()`
+is what `ingestion_queue_processor` may do (`Need.INGESTION_READ`): list both buckets,
+read batch manifests (`batches/*`) in uploads and reports (`ingest/*`) in staging.
 """
 
 from __future__ import annotations
@@ -123,6 +125,35 @@ class GraphBuckets(Construct):
                     reason=(
                         "Object keys are per upload batch and per operation, created at run time: the "
                         "worker reads uploads and keeps staged batches in staging, in these buckets only."
+                    ),
+                )
+            )
+        return policy
+
+    def ingestion_reader_policy(self) -> iam.ManagedPolicy:
+        """`Need.INGESTION_READ`: what the queue processor reads (once per stack)."""
+        manifests = self.uploads.arn_for_objects("batches/*")
+        reports = self.staging.arn_for_objects("ingest/*")
+        policy = iam.ManagedPolicy(
+            self,
+            "IngestionReader",
+            description="Beatless ingestion_queue_processor: list uploads, staging; read manifests, reports",
+            statements=[
+                iam.PolicyStatement(
+                    actions=["s3:ListBucket"], resources=[self.uploads.bucket_arn, self.staging.bucket_arn]
+                ),
+                iam.PolicyStatement(actions=["s3:GetObject"], resources=[manifests, reports]),
+            ],
+        )
+        stack = Stack.of(self)
+        for bucket, prefix in ((self.uploads, "batches"), (self.staging, "ingest")):
+            logical = stack.get_logical_id(bucket.node.default_child)  # type: ignore[arg-type]
+            Validations.of(policy).acknowledge(
+                Acknowledgment(
+                    id=f"AwsSolutions::AwsSolutions-IAM5[Resource::<{logical}.Arn>/{prefix}/*]",
+                    reason=(
+                        "Batch manifests and staging reports are named per graph and batch at run time; "
+                        "the processor reads only under these prefixes."
                     ),
                 )
             )

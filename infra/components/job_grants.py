@@ -69,6 +69,16 @@ class GraphApiAccess:
 
 
 @dataclass(frozen=True)
+class IngestionAccess:
+    """What `Need.INGESTION_READ` gives a job: the uploads and staging buckets' names and the
+    graph stack's policy to list them and read batch manifests and reports."""
+
+    uploads_bucket_name: str
+    staging_bucket_name: str
+    reader_policy: iam.IManagedPolicy
+
+
+@dataclass(frozen=True)
 class JobResources:
     """Everything the stack can grant; a job receives only what its needs name."""
 
@@ -81,6 +91,7 @@ class JobResources:
     graph_registry: GraphRegistryAccess | None = None
     graph_api: GraphApiAccess | None = None
     graph_metrics_namespace: str | None = None
+    ingestion: IngestionAccess | None = None
 
 
 @dataclass
@@ -93,6 +104,7 @@ class Grant:
     subnets: ec2.SubnetSelection | None = None
     security_groups: list[ec2.ISecurityGroup] = field(default_factory=list)
     wildcard_reasons: list[str] = field(default_factory=list)  # for the IAM5 acknowledgement
+    managed_policies: list[iam.IManagedPolicy] = field(default_factory=list)  # other stacks' grants
 
     def place(self, vpc: ec2.IVpc, subnets: ec2.SubnetSelection, group: ec2.ISecurityGroup) -> None:
         if self.vpc is not None and self.vpc is not vpc:
@@ -234,6 +246,13 @@ def _grant_ec2_read(job: Job, resources: JobResources, grant: Grant) -> None:
     )
 
 
+def _grant_ingestion_read(job: Job, resources: JobResources, grant: Grant) -> None:
+    ingestion = _provided(resources.ingestion, job, Need.INGESTION_READ)
+    grant.managed_policies.append(ingestion.reader_policy)
+    grant.environment["UPLOADS_BUCKET"] = ingestion.uploads_bucket_name
+    grant.environment["STAGING_BUCKET"] = ingestion.staging_bucket_name
+
+
 NEED_GRANTS: dict[Need, Callable[[Job, JobResources, Grant], None]] = {
     Need.BROKER: _grant_broker,
     Need.METRICS: _grant_metrics,
@@ -246,6 +265,7 @@ NEED_GRANTS: dict[Need, Callable[[Job, JobResources, Grant], None]] = {
     Need.GRAPH_API: _grant_graph_api,
     Need.GRAPH_METRICS: _grant_graph_metrics,
     Need.EC2_READ: _grant_ec2_read,
+    Need.INGESTION_READ: _grant_ingestion_read,
 }
 
 

@@ -178,7 +178,7 @@ class ScheduledJob(Construct):
         )
 
     def _build_role(self, grant: Grant) -> iam.Role:
-        return lambda_execution_role(
+        role = lambda_execution_role(
             self,
             "Role",
             description=f"Runs the {self.job.name} Lambda",
@@ -188,6 +188,9 @@ class ScheduledJob(Construct):
             in_vpc=grant.vpc is not None,
             wildcard_reasons=grant.wildcard_reasons,
         )
+        for policy in grant.managed_policies:
+            role.add_managed_policy(policy)
+        return role
 
     def _build_schedule_role(self) -> iam.Role:
         # One role for all the job's schedules (L1 schedules with our own role: the

@@ -16,7 +16,7 @@ from aws_cdk import Annotations, App, Environment, Tags
 from aws_cdk import aws_logs as logs
 
 from beatless.jobs import Need
-from infra.components.job_grants import BrokerAccess, JobResources, WorkerServiceAccess
+from infra.components.job_grants import BrokerAccess, IngestionAccess, JobResources, WorkerServiceAccess
 from infra.components.worker_operations import WorkerOperationsAccess
 from infra.config import RETENTION_DAYS, Config
 from infra.stacks.broker import BrokerStack
@@ -114,6 +114,11 @@ def build(app: App, config: Config) -> BeatlessStacks:
         graph_registry=graph.registry.access,
         graph_api=graph.api_access,
         graph_metrics_namespace=config.graph.metrics_namespace,
+        ingestion=IngestionAccess(
+            uploads_bucket_name=graph.buckets.uploads.bucket_name,
+            staging_bucket_name=graph.buckets.staging.bucket_name,
+            reader_policy=graph.ingestion_reader_policy,
+        ),
     )
     jobs = ScheduledJobsStack(
         app,

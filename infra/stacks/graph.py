@@ -47,6 +47,7 @@ class GraphStack(Stack):
         self.registry = GraphRegistry(self, "Registry")
         self.buckets = GraphBuckets(self, "Buckets", config=config)
         self.worker_bucket_policy = self.buckets.worker_policy()
+        self.ingestion_reader_policy = self.buckets.ingestion_reader_policy()
         self.api_key = GraphApiKey(self, "ApiKey")
         self.client_security_group = client_security_group(
             self,

@@ -235,11 +235,12 @@ def _interval_seconds(schedule: Schedule) -> int:
 
 def test_mutating_jobs_may_be_retried_by_lambda() -> None:
     """A retried run cannot double an effect (UNIQUE keys / status guards in PostgreSQL,
-    conditional updates in the graph registries), so a run that failed midway is retried
-    instead of waiting a whole period; no retry outlives the job's slowest schedule."""
+    conditional updates in the graph registries, a SET NX marker per message in Redis), so
+    a run that failed midway is retried instead of waiting a whole period; no retry
+    outlives the job's slowest schedule."""
     for job in JOBS:
         if job.mutating:
-            assert {Need.DATABASE, Need.GRAPH_REGISTRY} & job.needs, job.name
+            assert {Need.DATABASE, Need.GRAPH_REGISTRY, Need.BROKER} & job.needs, job.name
             assert 1 <= job.retry.lambda_async_retries <= 2, job.name
         slowest = max([job.period_seconds, *(_interval_seconds(s) for s in job.more_schedules)])
         assert job.retry.max_event_age_seconds <= max(slowest, 60), job.name
@@ -354,8 +355,38 @@ def test_a_long_period_job_without_a_watchdog_fails_the_synth_by_name() -> None:
 def _statements(synth: Any, job: Job) -> list[dict[str, Any]]:
     function = _function(synth, job)
     role = synth.template(synth.stacks.jobs)["Resources"][_ref_of(function["Role"])]["Properties"]
-    assert "ManagedPolicyArns" not in role, "job roles carry only their own inline statements"
+    # Their own inline statements; only the graph stack's ingestion reader beside (INGESTION_READ).
+    assert ("ManagedPolicyArns" in role) == (Need.INGESTION_READ in job.needs), job.name
     return [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
+
+
+INGESTION_CASES = [case for case in CASES if Need.INGESTION_READ in case[1].needs]
+
+
+@pytest.mark.parametrize("named", INGESTION_CASES, ids=_ids)
+def test_ingestion_read_lists_both_buckets_and_reads_only_manifests_and_reports(
+    named: tuple[str, Job], request: pytest.FixtureRequest
+) -> None:
+    synth, job = request.getfixturevalue(named[0]), named[1]
+    function = _function(synth, job)
+    role = synth.template(synth.stacks.jobs)["Resources"][_ref_of(function["Role"])]["Properties"]
+    policy = synth.stacks.graph.ingestion_reader_policy
+    (attached,) = role["ManagedPolicyArns"]
+    assert "Fn::ImportValue" in attached  # the graph stack's policy, by reference
+    statements = synth.properties(policy)["PolicyDocument"]["Statement"]
+    buckets = synth.stacks.graph.buckets
+    uploads, staging = synth.logical_id(buckets.uploads), synth.logical_id(buckets.staging)
+
+    def arn(bucket: str, suffix: str = "") -> Any:
+        found = {"Fn::GetAtt": [bucket, "Arn"]}
+        return {"Fn::Join": ["", [found, suffix]]} if suffix else found
+
+    assert [(_actions(s), s["Resource"]) for s in statements] == [
+        (["s3:ListBucket"], [arn(uploads), arn(staging)]),
+        (["s3:GetObject"], [arn(uploads, "/batches/*"), arn(staging, "/ingest/*")]),
+    ]
+    env = function["Environment"]["Variables"]
+    assert {"UPLOADS_BUCKET", "STAGING_BUCKET"} <= set(env)
 
 
 def _actions(statement: dict[str, Any]) -> list[str]:

@@ -214,7 +214,7 @@ def test_the_worker_task_role_has_exactly_the_operations_grants(app: Any) -> Non
     (attached,) = [_exported(app, arn) for arn in task_role["ManagedPolicyArns"]]
     policy = graph.worker_bucket_policy
     assert attached == _spelled(policy, policy.managed_policy_arn)
-    (document,) = [r["PolicyDocument"] for r in app.resources("AWS::IAM::ManagedPolicy", graph).values()]
+    document = app.properties(policy)["PolicyDocument"]
     objects = {
         name: {"Fn::Join": ["", [{"Fn::GetAtt": [app.logical_id(bucket), "Arn"]}, "/*"]]}
         for name, bucket in graph.buckets.buckets.items()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import boto3
 import psycopg
 import pytest
+import redis
 
 from beatless import credits, metrics
 from beatless.graphs import monitor as graph_monitor
@@ -37,6 +39,7 @@ ECS_CLUSTER, ECS_SERVICE = "beatless", "workers"
 WATCHED_SCHEDULE = "beatless-monthly-usage-summary"
 INSTANCE_TABLE, GRAPH_TABLE = "beatless-graph-instances", "beatless-graph-registry"
 GRAPH_API_KEY = "test-graph-api-key-0123456789"
+UPLOADS_BUCKET, STAGING_BUCKET = "beatless-graph-uploads", "beatless-graph-staging"
 
 
 def seed(conn: psycopg.Connection) -> None:
@@ -88,6 +91,7 @@ class Observed:
     cloudwatch_metrics: list[str]
     stdout_metrics: list[str] = field(default_factory=list)
     graph_registries: dict[str, list[dict[str, Any]]] | None = None
+    broker_lists: dict[str, int] | None = None  # Redis lists (queues) and their lengths
 
 
 class JobEnvironment:
@@ -121,6 +125,8 @@ class JobEnvironment:
             self.monkeypatch.setenv("STORAGE_BUCKET", BUCKET)
         if Need.METRICS_READ in job.needs:
             self._watched_schedule()
+        if Need.INGESTION_READ in job.needs:
+            self._upload_batch()
         if {Need.GRAPH_REGISTRY, Need.GRAPH_REGISTRY_READ} & job.needs:
             self._graph_registries(read_only=Need.GRAPH_REGISTRY not in job.needs)
         if Need.GRAPH_API in job.needs:
@@ -160,8 +166,34 @@ class JobEnvironment:
             }
         )
         return Observed(
-            snapshot(self.conn) if self.conn is not None else None, names, printed, self._registry_rows()
+            snapshot(self.conn) if self.conn is not None else None,
+            names,
+            printed,
+            self._registry_rows(),
+            self._broker_lists(),
         )
+
+    def _broker_lists(self) -> dict[str, int] | None:
+        """Every list in the broker's Redis and its length (what a producer job enqueued)."""
+        url = os.environ.get("BROKER_URL")
+        if not url:
+            return None
+        client = redis.Redis.from_url(url)
+        try:
+            return {k.decode(): int(client.llen(k)) for k in client.keys("*") if client.type(k) == b"list"}
+        finally:
+            client.close()
+
+    def _upload_batch(self) -> None:
+        """The uploads and staging buckets, with one complete batch not staged yet."""
+        s3 = boto3.client("s3")
+        for bucket in (UPLOADS_BUCKET, STAGING_BUCKET):
+            s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket=UPLOADS_BUCKET, Key="files/g-seed/b1/companies.csv", Body=b"id\nc1\n")
+        manifest = {"files": [{"table": "Company", "key": "files/g-seed/b1/companies.csv"}]}
+        s3.put_object(Bucket=UPLOADS_BUCKET, Key="batches/g-seed/b1.json", Body=json.dumps(manifest).encode())
+        self.monkeypatch.setenv("UPLOADS_BUCKET", UPLOADS_BUCKET)
+        self.monkeypatch.setenv("STAGING_BUCKET", STAGING_BUCKET)
 
     def _graph_registries(self, *, read_only: bool) -> None:
         """A node EC2 still runs that refuses connections, with a graph; a graph deleted

@@ -222,3 +222,49 @@ def test_redis_restarted_during_an_operation_the_operation_still_completes(
         assert conn.execute(
             "SELECT status FROM credit_reservations WHERE operation_id = 'op-r'"
         ).fetchone() == ("committed",)
+
+
+def test_a_batch_sent_by_the_queue_processor_is_staged_by_a_real_worker(
+    redis_url: str,
+    dsn: str,
+    graph_plane: tuple[Registries, GraphNodeServer],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The message the Lambda writes without Celery is one a real worker runs."""
+    import json
+
+    import ingestion_queue_processor
+    from beatless.jobs.resources import reset_resources
+    from tests.support.lambda_context import FakeLambdaContext
+
+    env = operations_env(redis_url, dsn, WORKER_QUEUES="ingest", WORKER_CONCURRENCY="1")
+    params = ingestion_setup(dsn, graph_plane, env)
+    boto3.client("s3").put_object(
+        Bucket=BUCKET, Key="batches/fin/b1.json", Body=json.dumps({"files": params["files"]}).encode()
+    )
+    for name, value in {
+        "BROKER_URL": redis_url,
+        "QUEUES": "ingest",
+        "UPLOADS_BUCKET": BUCKET,
+        "STAGING_BUCKET": BUCKET,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("BROKER_PASSWORD_SECRET_ARN", raising=False)
+    reset_resources()
+    try:
+        summary = ingestion_queue_processor.handler({}, FakeLambdaContext())
+    finally:
+        reset_resources()
+    assert summary["counts"]["enqueued"] == 1
+
+    def finished() -> Any:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            record = records.get(conn, "stage_files:fin:b1")
+        return record if record is not None and record.status != "running" else None
+
+    with running_worker("ops-queue", env, tmp_path):
+        record = wait_for("the batch to be staged", finished, timeout=90)
+    assert record.status == "succeeded" and record.result["valid"] is True
+    again = ingestion_queue_processor.handler({}, FakeLambdaContext())
+    assert again["counts"]["staged"] == 1 and again["counts"]["enqueued"] == 0  # its report exists now

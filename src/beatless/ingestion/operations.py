@@ -6,7 +6,7 @@
   Parquet to the staging bucket under `ingest/<graph id>/<batch id>/` with its manifest
   (`manifest.json`: the files in load order, node tables first). The report is the
   result either way — every problem exactly, at most N per rule with the totals — and
-  an invalid batch stages nothing.
+  is written beside (`report.json`, valid or not); an invalid batch stages nothing else.
 - `materialize`: a staged, valid batch loaded by the graph's node in one atomic load
   (all or nothing; a retried attempt resumes the same load id).
 """
@@ -32,6 +32,10 @@ GIB = 2**30
 
 def batch_prefix(graph_id: str, batch_id: str) -> str:
     return f"ingest/{graph_id}/{batch_id}/"
+
+
+def report_key(graph_id: str, batch_id: str) -> str:
+    return f"{batch_prefix(graph_id, batch_id)}report.json"
 
 
 def upload_bytes(resources: Any, params: dict[str, Any]) -> float:
@@ -79,13 +83,21 @@ def stage_files(op: Operation, params: dict[str, Any]) -> dict[str, Any]:
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return {
+    result = {
         "graph_id": graph_id,
         "batch_id": batch_id,
         **report.as_dict(),
         "manifest": staged,
         "units": input_bytes / GIB,
     }
+    # The batch's report, valid or not: what the uploader reads, and the mark that it was staged.
+    resources.s3().put_object(
+        Bucket=resources.staging_bucket(),
+        Key=report_key(graph_id, batch_id),
+        Body=json.dumps({**result, "operation_id": op.operation_id}).encode(),
+        ContentType="application/json",
+    )
+    return result
 
 
 def _fetch(resources: Any, items: list[dict[str, Any]], work: Path) -> list[StagedFile]:

@@ -37,6 +37,8 @@ class Need(enum.StrEnum):
     GRAPH_API = "graph_api"  # network access to the graph nodes and read access to their API key secret
     GRAPH_METRICS = "graph_metrics"  # cloudwatch:PutMetricData in the graph namespace (Beatless/Graph)
     EC2_READ = "ec2_read"  # ec2:DescribeInstances
+    # List the uploads and staging buckets; read upload batch manifests and staging reports.
+    INGESTION_READ = "ingestion_read"
 
 
 class JobClock(enum.StrEnum):
@@ -402,6 +404,26 @@ def build_jobs(*, monthly_allocation: MonthlyTime = MONTHLY_ALLOCATION) -> tuple
             environment=MappingProxyType(
                 {"UNHEALTHY_GRACE_SECONDS": "900", "DELETED_GRAPH_RETENTION_DAYS": "7"}
             ),
+        ),
+        Job(
+            name="ingestion_queue_processor",
+            summary=(
+                "Hands each complete upload batch that is not staged yet to the worker as one stage_files "
+                "operation (a Celery message on the ingest queue, sent once per batch)."
+            ),
+            core="beatless.ingestion.queue",
+            schedule=Schedule("rate(5 minutes)"),
+            period_seconds=5 * MINUTE,
+            timeout_seconds=120,
+            memory_mb=256,
+            needs=frozenset({Need.BROKER, Need.INGESTION_READ}),
+            # A retry sends nothing twice (the markers); the next run finds what a failed one left.
+            retry=RetryPolicy(scheduler_attempts=1, max_event_age_seconds=5 * MINUTE, lambda_async_retries=1),
+            idempotency=(
+                "A batch is sent under a task id derived from it, behind a Redis SET NX marker (a day): "
+                "replayed and concurrent runs send it once; a staged batch (its report exists) is skipped."
+            ),
+            mutating=True,
         ),
     )
 

@@ -133,7 +133,7 @@ class JobContext:
         return self.resources.ecs(read_timeout=read_timeout, attempts=attempts)
 
     def s3(self) -> S3Client:
-        self._require(Need.STORAGE_READ)
+        self._require(Need.STORAGE_READ, Need.INGESTION_READ)
         return self.resources.s3()
 
     def scheduler(self) -> EventBridgeSchedulerClient:

@@ -139,6 +139,11 @@ class Broker:
         self.password_refreshes += 1
         return self._build(self._password.refresh()).read()
 
+    def client(self) -> redis.Redis:
+        """The connection itself, for a producer (`beatless.queues.producer`)."""
+        reader = self._reader or self._build(self._password.get() if self._password else None)
+        return reader.client
+
     def close(self) -> None:
         if self._reader is not None:
             self._reader.client.close()
