@@ -26,6 +26,7 @@ OFF_THE_LAMBDA_PATH = (
     "beatless.ingestion.operations",
     "beatless.ingestion.params",
     "beatless.ingestion.validation",
+    "beatless.analytics",
 )
 
 

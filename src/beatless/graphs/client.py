@@ -136,6 +136,13 @@ class NodeClient:
         body = {"bucket": bucket, "prefix": prefix, "tables": list(tables), "filters": dict(filters or {})}
         return self.request("POST", f"/databases/{_segment(graph_id)}/export", body)
 
+    def set_property(
+        self, graph_id: str, table: str, prop: str, kind: str, bucket: str, key: str
+    ) -> dict[str, Any]:
+        """Set `table.prop` from a Parquet file of `key`, `value` in S3 (added as `kind` if new)."""
+        body = {"table": table, "property": prop, "type": kind, "bucket": bucket, "key": key}
+        return self.request("POST", f"/databases/{_segment(graph_id)}/properties", body)
+
     def restore(self, graph_id: str, bucket: str, key: str, sha256: str | None = None) -> dict[str, Any]:
         body = {"bucket": bucket, "key": key, **({"sha256": sha256} if sha256 else {})}
         return self.request("POST", f"/databases/{_segment(graph_id)}/restore", body)

@@ -29,6 +29,7 @@ item per graph node:
 | `size_bytes` | N | its database's size, from the owning node |
 | `created_at`, `deleted_at` | S | ISO 8601 UTC |
 | `last_backup_key`, `last_backup_sha256` | S | the newest backup in S3 and the SHA-256 of the stored object |
+| `communities` | S | JSON: the last `detect_communities` summary (communities, modularity, sizes) |
 
 A `draining` node takes no new graphs. Every scan and query here is paginated.
 Numbers come back from DynamoDB as `Decimal`; the records hold ints.
@@ -37,6 +38,7 @@ Numbers come back from DynamoDB as `Decimal`; the records hold ints.
 from __future__ import annotations
 
 import enum
+import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -287,6 +289,14 @@ class Registries:
             UpdateExpression="SET last_backup_key = :k, last_backup_sha256 = :h",
             ConditionExpression="attribute_exists(graph_id)",
             ExpressionAttributeValues={":k": key, ":h": sha256},
+        )
+
+    def record_communities(self, graph_id: str, summary: Mapping[str, Any]) -> None:
+        self.graphs.update_item(
+            Key={"graph_id": graph_id},
+            UpdateExpression="SET communities = :s",
+            ConditionExpression="attribute_exists(graph_id)",
+            ExpressionAttributeValues={":s": json.dumps(summary, sort_keys=True)},
         )
 
 

@@ -161,6 +161,7 @@ def staged_rows(resources: Any, params: Mapping[str, Any]) -> float:
 
 
 def _catalogue() -> tuple[OperationSpec, ...]:
+    from beatless.analytics import params as analytics
     from beatless.graphs import params as graph
     from beatless.ingestion import params as ingestion
 
@@ -230,6 +231,17 @@ def _catalogue() -> tuple[OperationSpec, ...]:
             cost=CostRule(base_micro=1 * credit, per_unit_micro=1 * credit, unit="million rows"),
             description="Load a staged, valid batch into the graph through its node, all or nothing.",
             estimate_units=staged_rows,
+        ),
+        OperationSpec(
+            name="detect_communities",
+            queue=GRAPH_QUEUE,
+            params=analytics.DetectCommunitiesParams,
+            core_path="beatless.analytics.communities:detect_communities",
+            time_limit=3600,
+            cost=CostRule(base_micro=2 * credit, per_unit_micro=5 * credit, unit="GiB of the graph"),
+            description="Louvain communities of a node table over its relationships to itself: each node's "
+            "community stored in the graph, the summary in the graph registry.",
+            estimate_units=graph_size,
         ),
         OperationSpec(
             name="backup_graph",

@@ -23,7 +23,10 @@ changes nothing.
   (a relationship with its ends), optionally filtered by property values of node tables,
   written by the engine's `COPY ... TO` as Parquet (writes held: one consistent cut) and
   uploaded to `<prefix><table>.parquet`; answers the subset's schema and the files in
-  load order with their row counts.
+  load order with their row counts;
+- `POST /databases/{id}/properties` `{"table", "property", "type", "bucket", "key"}`: a
+  Parquet file of `key`, `value` sets that property (added to the node table if new) of
+  the rows with those primary keys, in one bulk statement (analytics' results).
 
 Errors: 400 bad input (`{"error": {"field", "message"}}`), 401, 404 no such
 graph, 409 exists / busy, 413 size cap, 422 a backup that does not verify.
@@ -368,6 +371,34 @@ async def export(request: Request) -> Response:
     )
 
 
+async def set_property(request: Request) -> Response:
+    node: Node = request.app.state.node
+    host = node.host
+    data = await _body(request, required={"table", "property", "type", "bucket", "key"}, optional=set())
+    bucket, key = _string(data, "bucket"), _string(data, "key")
+    staging = host.staging_dir()
+
+    def fetch(path: Path) -> None:
+        try:
+            node.s3.download_file(bucket, key, str(path))
+        except (ClientError, BotoCoreError) as error:
+            raise InvalidInputError("key", f"cannot read s3://{bucket}/{key}: {error}") from None
+
+    try:
+        result = await _threaded(
+            host.set_property,
+            request.path_params["graph_id"],
+            _string(data, "table"),
+            _string(data, "property"),
+            _string(data, "type"),
+            staging / "values.parquet",
+            fetch,
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return JSONResponse(result)
+
+
 def build_app(node: Node) -> Starlette:
     routes = [
         Route("/health", health, methods=["GET"]),
@@ -380,6 +411,7 @@ def build_app(node: Node) -> Starlette:
         Route("/databases/{graph_id}/backup", backup, methods=["POST"]),
         Route("/databases/{graph_id}/restore", restore, methods=["POST"]),
         Route("/databases/{graph_id}/export", export, methods=["POST"]),
+        Route("/databases/{graph_id}/properties", set_property, methods=["POST"]),
     ]
 
     @contextlib.asynccontextmanager

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -295,6 +296,46 @@ class DatabaseHost:
                 _write_atomically(journal, state)
         counts = {name: info["rows"] for name, info in self.tables(graph_id).items()}
         return {"load_id": load_id, "copied": len(files) - len(skipped), "skipped": skipped, "rows": counts}
+
+    def set_property(
+        self, graph_id: str, table: str, prop: str, kind: str, path: Path, fetch: Callable[[Path], None]
+    ) -> dict[str, Any]:
+        """Set `prop` (added to node table `table` as `kind` if it is new) of the rows whose
+        primary key is a `key` of the Parquet file `path` to its `value` (one LOAD FROM ...
+        SET, the way analytics write results back: by bulk, never per node)."""
+        from beatless.graphs.schema import TYPES
+
+        _identifier("property", prop)
+        if kind not in TYPES:
+            raise InvalidInputError("type", f"must be one of {', '.join(TYPES)}, got {kind!r}")
+        with self._writing(graph_id, wait=False):
+            schema = self.schema(graph_id)
+            node = schema.table(table)
+            if not isinstance(node, NodeTable):
+                raise InvalidInputError("table", f"no node table {table!r} in graph {graph_id!r}")
+            if prop in node.properties and node.properties[prop] != kind:
+                raise InvalidInputError("type", f"{table}.{prop} is {node.properties[prop]}, not {kind}")
+            if prop == node.primary_key:
+                raise InvalidInputError("property", f"{prop!r} is {table}'s primary key")
+            fetch(path)
+            if _file_columns(path, "parquet", "key") != ["key", "value"]:
+                raise InvalidInputError("key", "the file's columns must be exactly key, value")
+            self._check_cap(graph_id, [LoadFile(table, "values", "parquet", path.stat().st_size)])
+            with self._connection(graph_id) as conn:
+                if prop not in node.properties:
+                    conn.execute(f"ALTER TABLE `{table}` ADD `{prop}` {kind}")
+                try:
+                    updated = _first(
+                        conn.execute(
+                            f"LOAD FROM '{path}' MATCH (n:`{table}`) WHERE n.`{node.primary_key}` = key "
+                            f"SET n.`{prop}` = value RETURN count(*)"
+                        )
+                    )
+                except RuntimeError as error:
+                    raise InvalidInputError(
+                        "key", f"cannot set {table}.{prop} from the file: {error}"
+                    ) from None
+        return {"table": table, "property": prop, "type": kind, "updated": int(updated)}
 
     def backup(self, graph_id: str, archive: Path) -> backup.Packed:
         """A consistent archive: writes held, CHECKPOINT, no WAL or shadow file left, then packed."""
@@ -635,3 +676,11 @@ def _equalities(var: str, equalities: Mapping[str, Any], prefix: str) -> tuple[s
     params = {f"{prefix}_{i}": value for i, value in enumerate(equalities.values())}
     terms = [f"{var}.`{prop}` = ${prefix}_{i}" for i, prop in enumerate(equalities)]
     return " WHERE " + " AND ".join(terms), params
+
+
+def _identifier(field: str, name: Any) -> str:
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,62}", name):
+        raise InvalidInputError(
+            field, f"must be a letter then letters, digits or _ (at most 63), got {name!r}"
+        )
+    return name

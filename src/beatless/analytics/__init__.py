@@ -1,0 +1,1 @@
+"""Graph analytics on the worker: communities (Louvain) and entity resolution."""

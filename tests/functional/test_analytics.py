@@ -1,0 +1,143 @@
+"""Analytics in process on the real runtime, a real graph node and PostgreSQL:
+`detect_communities` recovers planted communities (normalized mutual information >= 0.9),
+stores each node's community in the graph and the summary in the graph registry."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections import Counter
+from typing import Any
+
+import psycopg
+import pytest
+
+from beatless import credits
+from beatless.errors import InvalidInputError
+from beatless.graphs.registry import Registries
+from beatless.local.servers import GraphNodeServer
+from beatless.operations.catalogue import operation
+from beatless.operations.resources import OperationResources
+from beatless.operations.runtime import run_operation
+from tests.support.jobs import graph
+from tests.support.operations import (  # noqa: F401 (node, registries, resources: fixtures)
+    BUCKET,
+    answers,
+    client,
+    node,
+    put_csv,
+    registries,
+    resources,
+)
+
+pytestmark = pytest.mark.slow
+
+CREDIT = credits.MICRO_PER_CREDIT
+SCHEMA = {
+    "nodes": [
+        {"name": "Company", "primary_key": "id", "properties": {"id": "STRING", "sector": "STRING"}},
+        {"name": "Person", "primary_key": "id", "properties": {"id": "STRING"}},
+    ],
+    "relationships": [
+        {"name": "Trades", "from": "Company", "to": "Company", "properties": {"volume": "DOUBLE"}},
+        {"name": "Supplies", "from": "Company", "to": "Company"},
+        {"name": "Directs", "from": "Person", "to": "Company"},
+    ],
+}
+
+
+def nmi(a: list[int], b: list[int]) -> float:
+    """Normalized mutual information (arithmetic mean normalization) of two labelings."""
+    n = len(a)
+    joint, left, right = Counter(zip(a, b, strict=True)), Counter(a), Counter(b)
+    mutual = sum(c / n * math.log(c * n / (left[x] * right[y])) for (x, y), c in joint.items())
+
+    def entropy(counts: Counter[int]) -> float:
+        return -sum(c / n * math.log(c / n) for c in counts.values())
+
+    return 2 * mutual / (entropy(left) + entropy(right))
+
+
+def planted(
+    communities: int = 8, size: int = 40, p_in: float = 0.3, p_out: float = 0.004
+) -> tuple[list[int], list[tuple[int, int]]]:
+    rng = random.Random(11)
+    truth = [i // size for i in range(communities * size)]
+    edges = [
+        (i, j)
+        for i in range(len(truth))
+        for j in range(i + 1, len(truth))
+        if rng.random() < (p_in if truth[i] == truth[j] else p_out)
+    ]
+    return truth, edges
+
+
+@pytest.fixture
+def network(conn: psycopg.Connection, resources: OperationResources, node: GraphNodeServer) -> list[int]:
+    graph(conn, "net", balance_micro=100 * CREDIT)
+    run_operation(operation("create_graph"), {"graph_id": "net", "schema": SCHEMA}, resources=resources)
+    truth, edges = planted()
+    half = len(edges) // 2  # the edges split over the two relationship tables
+    files = [
+        ("Company", put_csv("net/companies.csv", "id,sector", [f"c{i},s{i % 3}" for i in range(len(truth))])),
+        ("Person", put_csv("net/people.csv", "id", ["p1"])),
+        ("Trades", put_csv("net/trades.csv", "from,to,volume", [f"c{i},c{j},1.0" for i, j in edges[:half]])),
+        ("Supplies", put_csv("net/supplies.csv", "from,to", [f"c{j},c{i}" for i, j in edges[half:]])),
+        ("Directs", put_csv("net/directs.csv", "from,to", ["p1,c0"])),
+    ]
+    client(node).load("net", "seed", BUCKET, files)
+    return truth
+
+
+def test_planted_communities_are_recovered_and_stored_in_the_graph(
+    resources: OperationResources, registries: Registries, node: GraphNodeServer, network: list[int]
+) -> None:
+    outcome = run_operation(
+        operation("detect_communities"), {"graph_id": "net", "node_table": "Company"}, resources=resources
+    )
+    result = outcome.result
+    assert result["relationship_tables"] == ["Trades", "Supplies"]  # Directs joins Person, not Company
+    assert result["nodes"] == len(network) and result["communities"] >= 8
+    assert result["modularity"] > 0.6
+    rows = answers(node, "net", "MATCH (c:Company) RETURN c.id, c.community")
+    found = dict(rows)
+    assert all(isinstance(label, int) for label in found.values())
+    recovered = [found[f"c{i}"] for i in range(len(network))]
+    assert nmi(network, recovered) >= 0.9
+    assert Counter(recovered).most_common(1)[0][0] == 0  # numbered by size, largest first
+    recorded = json.loads(registries.graphs.get_item(Key={"graph_id": "net"})["Item"]["communities"])
+    assert recorded["communities"] == result["communities"] and recorded["modularity"] == result["modularity"]
+    # The same seed on the same graph stores the same communities.
+    again = run_operation(
+        operation("detect_communities"),
+        {"graph_id": "net", "node_table": "Company"},
+        resources=resources,
+        operation_id="again",
+    )
+    assert again.result["modularity"] == result["modularity"]
+    assert dict(answers(node, "net", "MATCH (c:Company) RETURN c.id, c.community")) == found
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"node_table": "Nope"}, "params.node_table"),
+        ({"node_table": "Person"}, "params.relationship_tables"),  # nothing joins Person to itself
+        ({"node_table": "Company", "relationship_tables": ["Directs"]}, "params.relationship_tables[0]"),
+        ({"node_table": "Company", "property": "sector"}, "params.property"),  # a STRING already
+        ({"node_table": "Company", "resolution": 0}, "params.resolution"),
+    ],
+)
+def test_bad_parameters_are_refused_naming_the_field(
+    resources: OperationResources,
+    node: GraphNodeServer,
+    network: list[int],
+    params: dict[str, Any],
+    field: str,
+) -> None:
+    with pytest.raises(InvalidInputError) as refused:
+        run_operation(operation("detect_communities"), {"graph_id": "net", **params}, resources=resources)
+    assert refused.value.field == field
+    columns = client(node).request("GET", "/databases/net")["tables"]["Company"]["columns"]
+    assert "community" not in columns  # nothing written
