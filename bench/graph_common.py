@@ -168,3 +168,48 @@ def query(client: Any, graph_id: str, text: str) -> list[list[Any]]:
 
 def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
+
+
+@contextlib.contextmanager
+def operations(service: Stack, work: Path, graph_id: str, credits_to_grant: int = 100_000) -> Iterator[Any]:
+    """The heavy operations' resources beside `service` (a throwaway PostgreSQL with the schema
+    and a graph `graph_id` holding credits, a throwaway Redis, the registries in moto with the
+    bench's node registered): yields `OperationResources` for `run_operation`."""
+    from datetime import UTC, datetime
+
+    import boto3
+    import psycopg
+
+    from beatless import credits
+    from beatless.db.migrate import migrate
+    from beatless.graphs.registry import Registries, create_tables
+    from beatless.local.servers import PostgresServer, RedisServer, environ
+    from beatless.operations.resources import OperationResources
+
+    with PostgresServer() as postgres, RedisServer() as redis_server, environ(service.env):
+        with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+            migrate(conn)
+            credits.create_user(conn, "bench")
+            credits.create_graph(conn, graph_id, "bench", "standard", datetime(2020, 1, 1, tzinfo=UTC))
+            account = credits.open_graph_account(conn, graph_id).id
+            credits.post(conn, account, "adjustment", credits_to_grant * credits.MICRO_PER_CREDIT, "seed")
+        create_tables(boto3.client("dynamodb"), "instances", "graphs")
+        registries = Registries(boto3.resource("dynamodb"), "instances", "graphs")
+        registries.register("bench-node", endpoint=service.node.url, capacity=10, at=datetime.now(UTC))
+        env = {
+            **service.env,
+            "DATABASE_URL": postgres.dsn,
+            "BROKER_URL": redis_server.url,
+            "INSTANCE_REGISTRY_TABLE": "instances",
+            "GRAPH_REGISTRY_TABLE": "graphs",
+            "GRAPH_API_KEY": KEY,
+            "UPLOADS_BUCKET": BUCKET,
+            "STAGING_BUCKET": BUCKET,
+            "BACKUP_BUCKET": BUCKET,
+            "WORK_DIR": str(work),
+        }
+        resources = OperationResources(env)
+        try:
+            yield resources
+        finally:
+            resources.close()

@@ -70,14 +70,18 @@ def test_clean_files_are_written_typed_in_the_tables_column_order(tmp_path: Path
     report = check(tmp_path, [companies, owns, filings, filed])
     assert report.valid and report.problems == [] and not any(report.counts.values())
     assert report.rows == {"Company": 3, "Owns": 2, "Filing": 2, "Filed": 2}
-    written = pq.read_table(report.outputs["Company"])
+    (company,) = report.outputs["Company"]
+    assert company.written
+    written = pq.read_table(company.path)
     assert written.column_names == ["id", "name", "revenue", "founded"]
     assert written.schema.field("revenue").type == pa.float64()
     assert written.column("revenue").to_pylist() == [1.5, 2.5, None]
     assert str(written.column("founded")[0]) == "2001-02-03"
-    assert pq.read_table(report.outputs["Filing"]).column_names == ["no", "form"]
-    assert pq.read_table(report.outputs["Filing"]).column("no").to_pylist() == [7, 8]
-    assert pq.read_table(report.outputs["Owns"]).column_names == ["from", "to", "share"]
+    (filing,) = report.outputs["Filing"]
+    assert pq.read_table(filing.path).column_names == ["no", "form"]
+    assert pq.read_table(filing.path).column("no").to_pylist() == [7, 8]
+    # A Parquet upload already in load form (columns, order, types) is kept as it is.
+    assert report.outputs["Owns"] == [owns] and not owns.written
 
 
 def test_missing_and_extra_columns(tmp_path: Path) -> None:
@@ -170,5 +174,34 @@ def test_both_formats_give_the_same_clean_output(tmp_path: Path, fmt: str) -> No
         )
         item = parquet(tmp_path, "c.parquet", data, "Company")
     report = check(tmp_path, [item])
-    assert pq.read_table(report.outputs["Company"]).to_pylist()[0]["revenue"] == 1.5
+    (out,) = report.outputs["Company"]
+    assert out.written  # CSV is text, and the Parquet's `founded` is a string, not a DATE
+    first = pq.read_table(out.path).to_pylist()[0]
+    assert (first["id"], first["name"], first["revenue"], str(first["founded"])) == (
+        "c1",
+        "One",
+        1.5,
+        "2001-02-03",
+    )
     assert report.rows == {"Company": 3}
+
+
+def test_several_files_of_a_table_become_one_in_load_form_beside_those_already_in_it(tmp_path: Path) -> None:
+    ready = parquet(
+        tmp_path,
+        "ready.parquet",
+        pa.table({"from": ["c1"], "to": ["c2"], "share": [0.5]}),
+        "Owns",
+    )
+    text = csv(tmp_path, "more.csv", "from,to,share\nc2,c3,0.25\nc3,c1,0.75\n", "Owns")
+    also = csv(tmp_path, "also.csv", "share,to,from\n0.1,c1,c2\n", "Owns")  # columns in another order
+    report = check(tmp_path, [csv(tmp_path, "c.csv", COMPANIES, "Company"), ready, text, also])
+    kept, written = report.outputs["Owns"]
+    assert kept == ready and written.written
+    rows = pq.read_table(written.path).to_pylist()
+    assert pq.read_table(written.path).column_names == ["from", "to", "share"]
+    assert sorted(rows, key=lambda r: r["share"]) == [
+        {"from": "c2", "to": "c1", "share": 0.1},
+        {"from": "c2", "to": "c3", "share": 0.25},
+        {"from": "c3", "to": "c1", "share": 0.75},
+    ]

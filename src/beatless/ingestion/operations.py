@@ -156,23 +156,47 @@ def _stage(
     batch_id: str,
     operation_id: str,
     schema: GraphSchema,
-    outputs: dict[str, Path],
+    outputs: dict[str, list[StagedFile]],
     rows: dict[str, int],
 ) -> str:
-    s3, bucket = resources.s3(), resources.staging_bucket()
+    """Each table's files into staging — an upload that was in load form already by a
+    server-side copy, a written one by upload — and the manifest listing them in load
+    order (node tables first)."""
+    s3, bucket, uploads = resources.s3(), resources.staging_bucket(), resources.uploads_bucket()
     prefix = batch_prefix(graph_id, batch_id)
     order = [t.name for t in schema.nodes if t.name in outputs] + [
         t.name for t in schema.relationships if t.name in outputs
     ]
     files = []
     for table in order:
-        key = f"{prefix}{table}.parquet"
-        s3.upload_file(str(outputs[table]), bucket, key)
-        files.append({"table": table, "key": key, "rows": rows[table]})
-    manifest = {"graph_id": graph_id, "batch_id": batch_id, "operation_id": operation_id, "files": files}
+        for i, item in enumerate(outputs[table]):
+            key = f"{prefix}{table}-{i}.parquet"
+            if item.written:
+                s3.upload_file(str(item.path), bucket, key)
+            else:  # the upload itself, in load form already
+                _copy(s3, uploads, item.name, bucket, key, item.path.stat().st_size)
+            files.append({"table": table, "key": key})
+    manifest = {
+        "graph_id": graph_id,
+        "batch_id": batch_id,
+        "operation_id": operation_id,
+        "rows": rows,
+        "files": files,
+    }
     key = f"{prefix}manifest.json"
     s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(manifest).encode(), ContentType="application/json")
     return key
+
+
+SINGLE_COPY_LIMIT = 5 * 2**30  # CopyObject's own limit; larger objects copy in parts
+
+
+def _copy(s3: Any, source_bucket: str, source_key: str, bucket: str, key: str, size: int) -> None:
+    source = {"Bucket": source_bucket, "Key": source_key}
+    if size < SINGLE_COPY_LIMIT:
+        s3.copy_object(CopySource=source, Bucket=bucket, Key=key)
+    else:
+        s3.copy(source, bucket, key)
 
 
 def materialize(op: Operation, params: dict[str, Any]) -> dict[str, Any]:
@@ -191,7 +215,7 @@ def materialize(op: Operation, params: dict[str, Any]) -> dict[str, Any]:
     files = [(f["table"], f["key"]) for f in manifest["files"]]
     op.stage("load", 10, f"loading {len(files)} file(s) into {graph_id}, all or nothing")
     loaded = node.load(graph_id, f"ingest-{batch_id}", bucket, files, atomic=True)
-    staged_rows = sum(f["rows"] for f in manifest["files"])
+    staged_rows = sum(manifest["rows"].values())
     return {
         "graph_id": graph_id,
         "batch_id": batch_id,

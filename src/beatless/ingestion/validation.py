@@ -19,9 +19,11 @@ the rules below are checked over all files of a table together:
 
 A problem is `{file, row, column, value, rule}`; at most `limit_per_rule` of each rule are
 listed (first by file, row, column), with every rule's total count. When no file has a
-problem, each table's rows are written typed, in the table's column order, to one
-Parquet file per table (relationships: `from`, `to`, properties) — what the node's bulk
-load takes.
+problem, each table's files are put in load form — typed, in the table's column order
+(relationships: `from`, `to`, properties), what the node's bulk load takes: an uploaded
+Parquet file that is in that form already is kept as it is (not rewritten), the others
+of the table are written as one Parquet file. DuckDB works in a database file in the
+work directory with a memory limit, so memory stays bounded whatever the batch's size.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class StagedFile:
     name: str  # how reports call it (its S3 key)
     path: Path  # where it is on this machine
     format: str  # parquet | csv
+    written: bool = False  # True: made by the validation (a table's rows in load form)
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,9 @@ class Report:
     problems: list[Problem] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # every rule's total
     rows: dict[str, int] = field(default_factory=dict)  # staged rows per table
-    outputs: dict[str, Path] = field(default_factory=dict)  # table -> clean Parquet (when valid)
+    # When valid: each table's files in load form — the clean Parquet written for it, and the
+    # uploaded Parquet files that were in load form already (same columns, order and types).
+    outputs: dict[str, list[StagedFile]] = field(default_factory=dict)
 
     @property
     def valid(self) -> bool:
@@ -167,16 +172,25 @@ class Validation:
         self.schema = schema
         self.limit = limit_per_rule
         self.work_dir = work_dir
-        self.db = duckdb.connect(config={"memory_limit": memory_limit, "threads": threads})
+        # A database file in the work directory: staged tables live on disk and only
+        # `memory_limit` of them in memory (an in-memory database would hold every row).
+        self._file = work_dir / "validation.duckdb"
+        self._remove_file()
+        self.db = duckdb.connect(str(self._file), config={"memory_limit": memory_limit, "threads": threads})
         self.db.execute(f"SET temp_directory = {_s(str(work_dir / 'duckdb.tmp'))}")
         self.db.execute("SET preserve_insertion_order = true")
         self.db.execute(
-            "CREATE TEMP TABLE problems (file_index INTEGER, file VARCHAR, row BIGINT, "
+            "CREATE TABLE problems (file_index INTEGER, file VARCHAR, row BIGINT, "
             "col VARCHAR, value VARCHAR, rule VARCHAR)"
         )
 
     def close(self) -> None:
         self.db.close()
+        self._remove_file()
+
+    def _remove_file(self) -> None:
+        for path in (self._file, self._file.with_suffix(".duckdb.wal")):
+            path.unlink(missing_ok=True)
 
     def __enter__(self) -> Validation:
         return self
@@ -186,20 +200,22 @@ class Validation:
 
     # -- reading --------------------------------------------------------------------------
 
-    def _stage(self, index: int, staged: StagedFile) -> tuple[str, list[str]]:
+    def _stage(self, index: int, staged: StagedFile) -> tuple[str, dict[str, str]]:
+        """The file as a relation with its row numbers; its columns and their types."""
         name = f"f{index}"
         path = _s(str(staged.path))
-        if staged.format == "csv":
+        if staged.format == "csv":  # parsed once, as text (a bad value is seen as written)
             reader = f"read_csv({path}, all_varchar = true, header = true)"
             source = f"SELECT row_number() OVER () AS {ROW}, * FROM {reader}"
-        else:
+            self.db.execute(f"CREATE TABLE {name} AS {source}")
+        else:  # read where it lies, as often as the rules need
             source = (
                 f"SELECT file_row_number + 1 AS {ROW}, * EXCLUDE (file_row_number) "
                 f"FROM read_parquet({path}, file_row_number = true)"
             )
-        self.db.execute(f"CREATE TEMP TABLE {name} AS {source}")
-        columns = [row[0] for row in self.db.execute(f"DESCRIBE {name}").fetchall() if row[0] != ROW]
-        return name, columns
+            self.db.execute(f"CREATE VIEW {name} AS {source}")
+        described = self.db.execute(f"DESCRIBE {name}").fetchall()
+        return name, {str(row[0]): str(row[1]) for row in described if row[0] != ROW}
 
     def _problem(
         self, index: int, staged: StagedFile, rule: str, column: str | None, value: str | None
@@ -214,10 +230,12 @@ class Validation:
         """Check `files` (`existing`: table -> Parquet of the rows the graph holds, for the
         tables that have any) and, when nothing is wrong, write the clean Parquet files."""
         staged: dict[str, list[tuple[int, StagedFile, str]]] = {}
+        in_load_form: set[int] = set()  # Parquet with the table's columns, in order, and types
         for index, item in enumerate(files):
             table = self.schema.table(item.table)
             assert table is not None, item.table  # the caller checked the table names
-            name, columns = self._stage(index, item)
+            name, found_types = self._stage(index, item)
+            columns = list(found_types)
             wanted = expected_columns(table)
             missing = [c for c in wanted if c not in columns]
             extra = [c for c in columns if c not in wanted]
@@ -227,6 +245,8 @@ class Validation:
                 self._problem(index, item, "extra_column", column, None)
             if not missing and not extra:
                 staged.setdefault(item.table, []).append((index, item, name))
+                if item.format == "parquet" and found_types == column_types(self.schema, table):
+                    in_load_form.add(index)
         union: dict[str, str] = {}
         for table_name, parts in staged.items():
             table = self.schema.table(table_name)
@@ -234,7 +254,8 @@ class Validation:
             types = column_types(self.schema, table)
             for index, item, name in parts:
                 self._types(index, item, name, types)
-            union[table_name] = self._union(table_name, parts, types)
+            keys = [table.primary_key] if isinstance(table, NodeTable) else ["from", "to"]
+            union[table_name] = self._union(table_name, parts, {k: types[k] for k in keys})
         for table_name in staged:
             table = self.schema.table(table_name)
             if isinstance(table, NodeTable):
@@ -249,7 +270,11 @@ class Validation:
             for t, u in union.items()
         }
         if report.valid:
-            report.outputs = {t: self._write(t, u) for t, u in union.items()}
+            for table_name, parts in staged.items():
+                kept = [item for index, item, _ in parts if index in in_load_form]
+                rest = [(index, item, name) for index, item, name in parts if index not in in_load_form]
+                written = [self._write(table_name, rest)] if rest else []
+                report.outputs[table_name] = kept + written
         return report
 
     def _types(self, index: int, item: StagedFile, name: str, types: Mapping[str, str]) -> None:
@@ -266,7 +291,8 @@ class Validation:
     def _union(
         self, table: str, parts: Sequence[tuple[int, StagedFile, str]], types: Mapping[str, str]
     ) -> str:
-        """All staged rows of `table` (converted where they convert, else NULL + a `type` problem)."""
+        """The key columns of every staged row of `table` (what the key and endpoint rules read),
+        converted where they convert (else NULL, and a `type` problem already)."""
         name = f"u_{table.lower()}_{len(parts)}_{parts[0][0]}"
         selects = []
         for index, item, part in parts:
@@ -274,7 +300,7 @@ class Validation:
             selects.append(
                 f"SELECT {index} AS __file_index, {_s(item.name)} AS __file, {ROW}, {columns} FROM {part}"
             )
-        self.db.execute(f"CREATE TEMP TABLE {name} AS " + " UNION ALL ".join(selects))
+        self.db.execute(f"CREATE VIEW {name} AS " + " UNION ALL ".join(selects))
         return name
 
     def _keys(self, table: NodeTable, union: str, existing: Path | None) -> None:
@@ -334,11 +360,13 @@ class Validation:
         ]
         return Report(problems=problems, counts=counts)
 
-    def _write(self, table_name: str, union: str) -> Path:
+    def _write(self, table_name: str, parts: Sequence[tuple[int, StagedFile, str]]) -> StagedFile:
+        """The rows of `parts` converted to the table's types, in its column order, as one file."""
         table = self.schema.table(table_name)
         assert table is not None
+        types = column_types(self.schema, table)
         out = self.work_dir / f"{table_name}.parquet"
-        columns = ", ".join(_q(c) for c in expected_columns(table))
-        rows = f"SELECT {columns} FROM {union} ORDER BY __file_index, {ROW}"
+        columns = ", ".join(f"CAST({_q(c)} AS {kind}) AS {_q(c)}" for c, kind in types.items())
+        rows = " UNION ALL ".join(f"SELECT {columns} FROM {name}" for _, _, name in parts)
         self.db.execute(f"COPY ({rows}) TO {_s(str(out))} (FORMAT parquet)")
-        return out
+        return StagedFile(table_name, f"{table_name}.parquet", out, "parquet", written=True)

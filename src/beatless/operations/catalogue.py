@@ -157,7 +157,7 @@ def staged_rows(resources: Any, params: Mapping[str, Any]) -> float:
         body = resources.s3().get_object(Bucket=resources.staging_bucket(), Key=key)["Body"].read()
     except Exception:  # not staged: the core says so, naming the field
         return 0.0
-    return sum(int(f["rows"]) for f in json.loads(body)["files"]) / 1_000_000
+    return sum(int(n) for n in json.loads(body)["rows"].values()) / 1_000_000
 
 
 def _catalogue() -> tuple[OperationSpec, ...]:
