@@ -205,9 +205,13 @@ class Validation:
         name = f"f{index}"
         path = _s(str(staged.path))
         if staged.format == "csv":  # parsed once, as text (a bad value is seen as written)
-            reader = f"read_csv({path}, all_varchar = true, header = true)"
-            source = f"SELECT row_number() OVER () AS {ROW}, * FROM {reader}"
-            self.db.execute(f"CREATE TABLE {name} AS {source}")
+            # Row numbers from the table's insertion order (rowid), not a window over the file,
+            # which would hold the whole file in memory.
+            self.db.execute(
+                f"CREATE TABLE {name}_text AS "
+                f"SELECT * FROM read_csv({path}, all_varchar = true, header = true)"
+            )
+            self.db.execute(f"CREATE VIEW {name} AS SELECT rowid + 1 AS {ROW}, * FROM {name}_text")
         else:  # read where it lies, as often as the rules need
             source = (
                 f"SELECT file_row_number + 1 AS {ROW}, * EXCLUDE (file_row_number) "
