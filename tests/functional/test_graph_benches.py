@@ -1,4 +1,4 @@
-"""The graph plane's benchmarks keep working: at a small N each runs to the end and every
+"""The graph plane's and the heavy operations' benchmarks keep working: at a small N each runs to the end and every
 check it makes of its own results holds (no timing is asserted; the figures come from the
 full N, README "Performance")."""
 
@@ -20,6 +20,9 @@ pytestmark = pytest.mark.slow
         ["graph_bulk_load.py", "--smoke"],
         ["graph_backup.py", "--smoke"],
         ["graph_health_check.py", "--instances", "20"],
+        ["ingestion.py", "--smoke"],
+        ["communities.py", "--smoke"],
+        ["progress_latency.py", "--smoke"],
     ],
     ids=lambda c: c[0].removesuffix(".py"),
 )
