@@ -116,18 +116,12 @@ class GraphBuckets(Construct):
                 ),
             ],
         )
-        stack = Stack.of(self)
-        for bucket in (self.uploads, self.staging):
-            logical = stack.get_logical_id(bucket.node.default_child)  # type: ignore[arg-type]
-            Validations.of(policy).acknowledge(
-                Acknowledgment(
-                    id=f"AwsSolutions::AwsSolutions-IAM5[Resource::<{logical}.Arn>/*]",
-                    reason=(
-                        "Object keys are per upload batch and per operation, created at run time: the "
-                        "worker reads uploads and keeps staged batches in staging, in these buckets only."
-                    ),
-                )
-            )
+        self._acknowledge_objects(
+            policy,
+            [(self.uploads, "*"), (self.staging, "*")],
+            "Object keys are per upload batch and per operation, created at run time: the worker reads "
+            "uploads and keeps staged batches in staging, in these buckets only.",
+        )
         return policy
 
     def ingestion_reader_policy(self) -> iam.ManagedPolicy:
@@ -145,16 +139,21 @@ class GraphBuckets(Construct):
                 iam.PolicyStatement(actions=["s3:GetObject"], resources=[manifests, reports]),
             ],
         )
-        stack = Stack.of(self)
-        for bucket, prefix in ((self.uploads, "batches"), (self.staging, "ingest")):
-            logical = stack.get_logical_id(bucket.node.default_child)  # type: ignore[arg-type]
-            Validations.of(policy).acknowledge(
-                Acknowledgment(
-                    id=f"AwsSolutions::AwsSolutions-IAM5[Resource::<{logical}.Arn>/{prefix}/*]",
-                    reason=(
-                        "Batch manifests and staging reports are named per graph and batch at run time; "
-                        "the processor reads only under these prefixes."
-                    ),
-                )
-            )
+        self._acknowledge_objects(
+            policy,
+            [(self.uploads, "batches/*"), (self.staging, "ingest/*")],
+            "Batch manifests and staging reports are named per graph and batch at run time; the "
+            "processor reads only under these prefixes.",
+        )
         return policy
+
+    @staticmethod
+    def _acknowledge_objects(
+        policy: iam.ManagedPolicy, objects: list[tuple[s3.Bucket, str]], reason: str
+    ) -> None:
+        """cdk-nag's IAM5 for object ARNs `<bucket>/<pattern>` of this stack's buckets."""
+        stack = Stack.of(policy)
+        for bucket, pattern in objects:
+            logical = stack.get_logical_id(bucket.node.default_child)  # type: ignore[arg-type]
+            finding = f"AwsSolutions::AwsSolutions-IAM5[Resource::<{logical}.Arn>/{pattern}]"
+            Validations.of(policy).acknowledge(Acknowledgment(id=finding, reason=reason))

@@ -15,6 +15,7 @@ from beatless.monitor.settings import MonitorSettings
 from beatless.queues.connection import BrokerSettings
 from beatless.workers.settings import FARGATE_MAX_STOP_TIMEOUT_SECONDS, WorkerSettings
 from infra.config import WORKER_STOP_TIMEOUT_SECONDS
+from tests.infra.test_worker_operations import OPERATIONS_ENVIRONMENT
 
 pytestmark = pytest.mark.slow
 
@@ -25,16 +26,8 @@ WORKER_ENVIRONMENT = {
     "WORKER_CONCURRENCY",
     "WORKER_STOP_TIMEOUT_SECONDS",
     "METRICS_NAMESPACE",
-    # The heavy operations' (tests/infra/test_worker_operations.py checks where they point).
-    "DATABASE_SECRET_ARN",
-    "DATABASE_SSLMODE",
-    "INSTANCE_REGISTRY_TABLE",
-    "GRAPH_REGISTRY_TABLE",
-    "GRAPH_API_KEY_SECRET_ARN",
-    "BACKUP_BUCKET",
-    "UPLOADS_BUCKET",
-    "STAGING_BUCKET",
-    "DATABASE_SSLROOTCERT",
+    # The heavy operations' (test_worker_operations.py checks where they point).
+    *OPERATIONS_ENVIRONMENT,
 }
 
 
