@@ -144,7 +144,7 @@ def test_celery_configuration_is_safe() -> None:
     assert conf["worker_prefetch_multiplier"] == 1
     assert conf["worker_concurrency"] == 3
     assert conf["worker_soft_shutdown_timeout"] == 0  # worker.shutdown runs the soft phase
-    # Idempotent tasks go on through a broker reconnect (tests/system/test_worker_operations.py).
+    # Idempotent tasks go on through a broker reconnect (tests/system/test_operations_on_worker.py).
     assert conf["worker_cancel_long_running_tasks_on_connection_loss"] is False
     assert conf["task_serializer"] == conf["result_serializer"] == "json"
     assert conf["accept_content"] == conf["result_accept_content"] == ["json"]
