@@ -19,6 +19,8 @@ stack attaches to its task role (the bucket ARNs stay in the stack that owns the
 read uploads; read, write and delete staging objects. `ingestion_reader_policy()`
 is what `ingestion_queue_processor` may do (`Need.INGESTION_READ`): list both buckets,
 read batch manifests (`batches/*`) in uploads and reports (`ingest/*`) in staging.
+`retention_policy()` is what `data_retention` may do (`Need.DATA_RETENTION`): list and
+delete staging objects and backups (`backups/*`), scan the graph registry (last backups).
 """
 
 from __future__ import annotations
@@ -157,3 +159,28 @@ class GraphBuckets(Construct):
             logical = stack.get_logical_id(bucket.node.default_child)  # type: ignore[arg-type]
             finding = f"AwsSolutions::AwsSolutions-IAM5[Resource::<{logical}.Arn>/{pattern}]"
             Validations.of(policy).acknowledge(Acknowledgment(id=finding, reason=reason))
+
+    def retention_policy(self, graph_table_arn: str) -> iam.ManagedPolicy:
+        """`Need.DATA_RETENTION`: what the retention job lists, deletes and reads (once per stack)."""
+        policy = iam.ManagedPolicy(
+            self,
+            "RetentionCleaner",
+            description="Beatless data_retention: list and delete staging objects and backups",
+            statements=[
+                iam.PolicyStatement(
+                    actions=["s3:ListBucket"], resources=[self.staging.bucket_arn, self.backups.bucket_arn]
+                ),
+                iam.PolicyStatement(
+                    actions=["s3:DeleteObject"],
+                    resources=[self.staging.arn_for_objects("*"), self.backups.arn_for_objects("backups/*")],
+                ),
+                iam.PolicyStatement(actions=["dynamodb:Scan"], resources=[graph_table_arn]),
+            ],
+        )
+        self._acknowledge_objects(
+            policy,
+            [(self.staging, "*"), (self.backups, "backups/*")],
+            "Staging files and backups are named per graph, batch and operation at run time; the job "
+            "deletes only what is past its retention, never a graph's last backup.",
+        )
+        return policy

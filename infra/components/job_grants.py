@@ -79,6 +79,17 @@ class IngestionAccess:
 
 
 @dataclass(frozen=True)
+class RetentionAccess:
+    """What `Need.DATA_RETENTION` gives a job: the staging and backups buckets' names, the
+    graph table's, and the graph stack's policy to list and delete their files and scan it."""
+
+    staging_bucket_name: str
+    backup_bucket_name: str
+    graph_table_name: str
+    policy: iam.IManagedPolicy
+
+
+@dataclass(frozen=True)
 class JobResources:
     """Everything the stack can grant; a job receives only what its needs name."""
 
@@ -92,6 +103,7 @@ class JobResources:
     graph_api: GraphApiAccess | None = None
     graph_metrics_namespace: str | None = None
     ingestion: IngestionAccess | None = None
+    retention: RetentionAccess | None = None
 
 
 @dataclass
@@ -253,6 +265,14 @@ def _grant_ingestion_read(job: Job, resources: JobResources, grant: Grant) -> No
     grant.environment["STAGING_BUCKET"] = ingestion.staging_bucket_name
 
 
+def _grant_data_retention(job: Job, resources: JobResources, grant: Grant) -> None:
+    retention = _provided(resources.retention, job, Need.DATA_RETENTION)
+    grant.managed_policies.append(retention.policy)
+    grant.environment["STAGING_BUCKET"] = retention.staging_bucket_name
+    grant.environment["BACKUP_BUCKET"] = retention.backup_bucket_name
+    grant.environment["GRAPH_REGISTRY_TABLE"] = retention.graph_table_name
+
+
 NEED_GRANTS: dict[Need, Callable[[Job, JobResources, Grant], None]] = {
     Need.BROKER: _grant_broker,
     Need.METRICS: _grant_metrics,
@@ -266,6 +286,7 @@ NEED_GRANTS: dict[Need, Callable[[Job, JobResources, Grant], None]] = {
     Need.GRAPH_METRICS: _grant_graph_metrics,
     Need.EC2_READ: _grant_ec2_read,
     Need.INGESTION_READ: _grant_ingestion_read,
+    Need.DATA_RETENTION: _grant_data_retention,
 }
 
 

@@ -16,7 +16,13 @@ from aws_cdk import Annotations, App, Environment, Tags
 from aws_cdk import aws_logs as logs
 
 from beatless.jobs import Need
-from infra.components.job_grants import BrokerAccess, IngestionAccess, JobResources, WorkerServiceAccess
+from infra.components.job_grants import (
+    BrokerAccess,
+    IngestionAccess,
+    JobResources,
+    RetentionAccess,
+    WorkerServiceAccess,
+)
 from infra.components.worker_operations import WorkerOperationsAccess
 from infra.config import RETENTION_DAYS, Config
 from infra.stacks.broker import BrokerStack
@@ -118,6 +124,12 @@ def build(app: App, config: Config) -> BeatlessStacks:
             uploads_bucket_name=graph.buckets.uploads.bucket_name,
             staging_bucket_name=graph.buckets.staging.bucket_name,
             reader_policy=graph.ingestion_reader_policy,
+        ),
+        retention=RetentionAccess(
+            staging_bucket_name=graph.buckets.staging.bucket_name,
+            backup_bucket_name=graph.buckets.backups.bucket_name,
+            graph_table_name=graph.registry.access.graph_table_name,
+            policy=graph.retention_policy,
         ),
     )
     jobs = ScheduledJobsStack(

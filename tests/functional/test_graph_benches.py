@@ -1,6 +1,6 @@
-"""The graph plane's and the heavy operations' benchmarks keep working: at a small N each runs to the end and every
-check it makes of its own results holds (no timing is asserted; the figures come from the
-full N, README "Performance")."""
+"""The graph plane's and the heavy operations' benchmarks keep working: at a small N each
+runs to the end and every check it makes of its own results holds (no timing is asserted;
+the figures come from the full N, README "Performance")."""
 
 from __future__ import annotations
 

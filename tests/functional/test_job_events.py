@@ -114,6 +114,7 @@ def test_every_console_event_runs(
         assert after.database == before.database
         assert after.graph_registries == before.graph_registries
         assert after.broker_lists == before.broker_lists  # nothing enqueued
+        assert after.s3_objects == before.s3_objects  # nothing deleted
         assert after.stdout_metrics == []  # a dry run publishes nothing of its own run
         if Need.GRAPH_METRICS in job.needs:  # ...but the graph monitor still publishes what it saw
             assert after.cloudwatch_metrics and set(after.cloudwatch_metrics) <= GRAPH_METRICS
@@ -136,6 +137,7 @@ def test_malformed_events_are_rejected_naming_the_field_and_change_nothing(
     assert after.database == before.database
     assert after.graph_registries == before.graph_registries
     assert after.broker_lists == before.broker_lists
+    assert after.s3_objects == before.s3_objects
     assert after.cloudwatch_metrics == [] and after.stdout_metrics == []
 
 

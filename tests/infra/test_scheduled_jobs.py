@@ -236,11 +236,13 @@ def _interval_seconds(schedule: Schedule) -> int:
 def test_mutating_jobs_may_be_retried_by_lambda() -> None:
     """A retried run cannot double an effect (UNIQUE keys / status guards in PostgreSQL,
     conditional updates in the graph registries, a SET NX marker per message in Redis), so
-    a run that failed midway is retried instead of waiting a whole period; no retry
-    outlives the job's slowest schedule."""
+    a run that failed midway is retried instead of waiting a whole period (deleting what is
+    past its retention is idempotent by nature); no retry outlives the job's slowest schedule."""
     for job in JOBS:
         if job.mutating:
-            assert {Need.DATABASE, Need.GRAPH_REGISTRY, Need.BROKER} & job.needs, job.name
+            assert {Need.DATABASE, Need.GRAPH_REGISTRY, Need.BROKER, Need.DATA_RETENTION} & job.needs, (
+                job.name
+            )
             assert 1 <= job.retry.lambda_async_retries <= 2, job.name
         slowest = max([job.period_seconds, *(_interval_seconds(s) for s in job.more_schedules)])
         assert job.retry.max_event_age_seconds <= max(slowest, 60), job.name
@@ -355,9 +357,40 @@ def test_a_long_period_job_without_a_watchdog_fails_the_synth_by_name() -> None:
 def _statements(synth: Any, job: Job) -> list[dict[str, Any]]:
     function = _function(synth, job)
     role = synth.template(synth.stacks.jobs)["Resources"][_ref_of(function["Role"])]["Properties"]
-    # Their own inline statements; only the graph stack's ingestion reader beside (INGESTION_READ).
-    assert ("ManagedPolicyArns" in role) == (Need.INGESTION_READ in job.needs), job.name
+    # Their own inline statements; beside them only the graph stack's policies that a need brings.
+    brought = {Need.INGESTION_READ, Need.DATA_RETENTION} & job.needs
+    assert len(role.get("ManagedPolicyArns", [])) == len(brought), job.name
     return [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
+
+
+RETENTION_CASES = [case for case in CASES if Need.DATA_RETENTION in case[1].needs]
+
+
+@pytest.mark.parametrize("named", RETENTION_CASES, ids=_ids)
+def test_data_retention_lists_and_deletes_staging_and_backups_and_scans_the_graph_table(
+    named: tuple[str, Job], request: pytest.FixtureRequest
+) -> None:
+    synth, job = request.getfixturevalue(named[0]), named[1]
+    function = _function(synth, job)
+    role = synth.template(synth.stacks.jobs)["Resources"][_ref_of(function["Role"])]["Properties"]
+    (attached,) = role["ManagedPolicyArns"]
+    assert "Fn::ImportValue" in attached  # the graph stack's policy, by reference
+    graph = synth.stacks.graph
+    statements = synth.properties(graph.retention_policy)["PolicyDocument"]["Statement"]
+    staging, backups = synth.logical_id(graph.buckets.staging), synth.logical_id(graph.buckets.backups)
+
+    def arn(bucket: str, suffix: str = "") -> Any:
+        found = {"Fn::GetAtt": [bucket, "Arn"]}
+        return {"Fn::Join": ["", [found, suffix]]} if suffix else found
+
+    assert [(_actions(s), s["Resource"]) for s in statements] == [
+        (["s3:ListBucket"], [arn(staging), arn(backups)]),
+        (["s3:DeleteObject"], [arn(staging, "/*"), arn(backups, "/backups/*")]),
+        (["dynamodb:Scan"], {"Fn::GetAtt": [synth.logical_id(graph.registry.graphs), "Arn"]}),
+    ]
+    env = function["Environment"]["Variables"]
+    assert {"STAGING_BUCKET", "BACKUP_BUCKET", "GRAPH_REGISTRY_TABLE"} <= set(env)
+    assert (env["STAGING_RETENTION_DAYS"], env["BACKUP_RETENTION_DAYS"]) == ("7", "30")
 
 
 INGESTION_CASES = [case for case in CASES if Need.INGESTION_READ in case[1].needs]
@@ -529,7 +562,7 @@ def test_graph_plane_grants_follow_the_jobs_needs(case: tuple[Any, Job]) -> None
     graph_env = {"INSTANCE_REGISTRY_TABLE", "GRAPH_REGISTRY_TABLE"}
     assert (graph_env <= set(env)) == (Need.GRAPH_REGISTRY in job.needs)
     assert ("GRAPH_REGISTRY_TABLE" in env) == bool(
-        {Need.GRAPH_REGISTRY, Need.GRAPH_REGISTRY_READ} & job.needs
+        {Need.GRAPH_REGISTRY, Need.GRAPH_REGISTRY_READ, Need.DATA_RETENTION} & job.needs
     )
     if Need.GRAPH_REGISTRY_READ in job.needs and Need.GRAPH_REGISTRY not in job.needs:
         # A reader of graph sizes: BatchGetItem on the graph table, no write, no other table.

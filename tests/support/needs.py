@@ -40,6 +40,7 @@ WATCHED_SCHEDULE = "beatless-monthly-usage-summary"
 INSTANCE_TABLE, GRAPH_TABLE = "beatless-graph-instances", "beatless-graph-registry"
 GRAPH_API_KEY = "test-graph-api-key-0123456789"
 UPLOADS_BUCKET, STAGING_BUCKET = "beatless-graph-uploads", "beatless-graph-staging"
+BACKUP_BUCKET = "beatless-graph-backups"
 
 
 def seed(conn: psycopg.Connection) -> None:
@@ -92,6 +93,7 @@ class Observed:
     stdout_metrics: list[str] = field(default_factory=list)
     graph_registries: dict[str, list[dict[str, Any]]] | None = None
     broker_lists: dict[str, int] | None = None  # Redis lists (queues) and their lengths
+    s3_objects: dict[str, list[str]] | None = None  # bucket -> keys
 
 
 class JobEnvironment:
@@ -127,6 +129,8 @@ class JobEnvironment:
             self._watched_schedule()
         if Need.INGESTION_READ in job.needs:
             self._upload_batch()
+        if Need.DATA_RETENTION in job.needs:
+            self._old_files()
         if {Need.GRAPH_REGISTRY, Need.GRAPH_REGISTRY_READ} & job.needs:
             self._graph_registries(read_only=Need.GRAPH_REGISTRY not in job.needs)
         if Need.GRAPH_API in job.needs:
@@ -171,7 +175,16 @@ class JobEnvironment:
             printed,
             self._registry_rows(),
             self._broker_lists(),
+            self._s3_objects(),
         )
+
+    def _s3_objects(self) -> dict[str, list[str]]:
+        """Every object of every bucket in moto (what a job that deletes files may change)."""
+        s3 = boto3.client("s3")
+        return {
+            b["Name"]: sorted(o["Key"] for o in s3.list_objects_v2(Bucket=b["Name"]).get("Contents", []))
+            for b in s3.list_buckets()["Buckets"]
+        }
 
     def _broker_lists(self) -> dict[str, int] | None:
         """Every list in the broker's Redis and its length (what a producer job enqueued)."""
@@ -194,6 +207,29 @@ class JobEnvironment:
         s3.put_object(Bucket=UPLOADS_BUCKET, Key="batches/g-seed/b1.json", Body=json.dumps(manifest).encode())
         self.monkeypatch.setenv("UPLOADS_BUCKET", UPLOADS_BUCKET)
         self.monkeypatch.setenv("STAGING_BUCKET", STAGING_BUCKET)
+
+    def _old_files(self) -> None:
+        """Staging files and backups, some old: a graph's last backup among the old ones."""
+        s3 = boto3.client("s3")
+        for bucket in (STAGING_BUCKET, BACKUP_BUCKET):
+            s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket=STAGING_BUCKET, Key="ingest/g-seed/b1/report.json", Body=b"{}")
+        s3.put_object(Bucket=BACKUP_BUCKET, Key="backups/g-seed/old.lbbk", Body=b"archive")
+        create_tables(boto3.client("dynamodb"), INSTANCE_TABLE, GRAPH_TABLE)
+        boto3.resource("dynamodb").Table(GRAPH_TABLE).put_item(
+            Item={"graph_id": "g-seed", "instance_id": "i-1", "status": "active", "size_bytes": 1,
+                  "last_backup_key": "backups/g-seed/old.lbbk"}
+        )  # fmt: skip
+        for name, value in {
+            "STAGING_BUCKET": STAGING_BUCKET,
+            "BACKUP_BUCKET": BACKUP_BUCKET,
+            "GRAPH_REGISTRY_TABLE": GRAPH_TABLE,
+            # Everything written before the run is past a retention of 0 days: a run has something
+            # to delete (and a dry run must not delete it).
+            "STAGING_RETENTION_DAYS": "0",
+            "BACKUP_RETENTION_DAYS": "0",
+        }.items():
+            self.monkeypatch.setenv(name, value)
 
     def _graph_registries(self, *, read_only: bool) -> None:
         """A node EC2 still runs that refuses connections, with a graph; a graph deleted

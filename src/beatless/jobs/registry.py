@@ -39,6 +39,8 @@ class Need(enum.StrEnum):
     EC2_READ = "ec2_read"  # ec2:DescribeInstances
     # List the uploads and staging buckets; read upload batch manifests and staging reports.
     INGESTION_READ = "ingestion_read"
+    # List and delete staging objects and graph backups; scan the graph registry (last backups).
+    DATA_RETENTION = "data_retention"
 
 
 class JobClock(enum.StrEnum):
@@ -424,6 +426,26 @@ def build_jobs(*, monthly_allocation: MonthlyTime = MONTHLY_ALLOCATION) -> tuple
                 "replayed and concurrent runs send it once; a staged batch (its report exists) is skipped."
             ),
             mutating=True,
+        ),
+        Job(
+            name="data_retention",
+            summary=(
+                "Deletes staging files and graph backups past their retention (days per kind), never "
+                "the last backup of a graph that has a database or lost its node."
+            ),
+            core="beatless.graphs.retention",
+            schedule=Schedule("cron(20 3 * * ? *)"),
+            period_seconds=DAY,
+            timeout_seconds=900,
+            memory_mb=256,
+            needs=frozenset({Need.DATA_RETENTION}),
+            retry=RetryPolicy(scheduler_attempts=2, max_event_age_seconds=6 * HOUR, lambda_async_retries=1),
+            idempotency=(
+                "Deletes only what is past its retention as of the run; a replay finds it gone. The "
+                "last backups are read from the graph registry on every run."
+            ),
+            mutating=True,
+            environment=MappingProxyType({"STAGING_RETENTION_DAYS": "7", "BACKUP_RETENTION_DAYS": "30"}),
         ),
     )
 

@@ -133,7 +133,7 @@ class JobContext:
         return self.resources.ecs(read_timeout=read_timeout, attempts=attempts)
 
     def s3(self) -> S3Client:
-        self._require(Need.STORAGE_READ, Need.INGESTION_READ)
+        self._require(Need.STORAGE_READ, Need.INGESTION_READ, Need.DATA_RETENTION)
         return self.resources.s3()
 
     def scheduler(self) -> EventBridgeSchedulerClient:
@@ -145,7 +145,7 @@ class JobContext:
         return self.resources.ec2()
 
     def dynamodb(self) -> DynamoDBServiceResource:
-        self._require(Need.GRAPH_REGISTRY, Need.GRAPH_REGISTRY_READ)
+        self._require(Need.GRAPH_REGISTRY, Need.GRAPH_REGISTRY_READ, Need.DATA_RETENTION)
         return self.resources.dynamodb()
 
     def graph_api_key(self) -> str:
