@@ -83,7 +83,9 @@ def test_a_missed_fire_is_published_as_overdue_and_a_success_after_it_is_not(
     schedules: list[WatchedJob],
 ) -> None:
     created = datetime.now(UTC)
-    later = created + timedelta(days=40)  # both jobs have had due fire times since they were created
+    # Both jobs have had a due fire since they were created, whatever the day: the longest gap to a
+    # monthly fire (31 days) plus its grace (half a period) is under 50 days.
+    later = created + timedelta(days=50)
     monthly_due = MONTHLY.expected_since(later, created)
     weekly_due = WEEKLY.expected_since(later, created)
     assert monthly_due is not None and weekly_due is not None
@@ -116,7 +118,7 @@ def test_a_disabled_schedule_is_not_overdue(schedules: list[WatchedJob]) -> None
         schedules,
         cloudwatch=client("cloudwatch"),
         scheduler=client("scheduler"),
-        now=lambda: datetime.now(UTC) + timedelta(days=40),
+        now=lambda: datetime.now(UTC) + timedelta(days=50),  # a monthly fire is due whatever the day
     )
     assert {v.job: v.overdue for v in run.verdicts} == {"monthly_job": True, "weekly_job": False}
 
