@@ -1,6 +1,8 @@
 """Analytics in process on the real runtime, a real graph node and PostgreSQL:
 `detect_communities` recovers planted communities (normalized mutual information >= 0.9),
-stores each node's community in the graph and the summary in the graph registry."""
+stores each node's community in the graph and the summary in the graph registry;
+`resolve_entities` merges known duplicates into canonical nodes with aliases, loses no
+relationship, and audits every merge."""
 
 from __future__ import annotations
 
@@ -141,3 +143,87 @@ def test_bad_parameters_are_refused_naming_the_field(
     assert refused.value.field == field
     columns = client(node).request("GET", "/databases/net")["tables"]["Company"]["columns"]
     assert "community" not in columns  # nothing written
+
+
+ENTITIES = {
+    "nodes": [
+        {"name": "Place", "primary_key": "id", "properties": {"id": "STRING", "name": "STRING"}},
+        {"name": "Filing", "primary_key": "id", "properties": {"id": "STRING"}},
+    ],
+    "relationships": [
+        {"name": "Near", "from": "Place", "to": "Place", "properties": {"km": "DOUBLE"}},
+        {"name": "Mentions", "from": "Filing", "to": "Place"},
+    ],
+}
+PLACES = {
+    "p1": "NYC",
+    "p2": "New York City",
+    "p3": "New York",
+    "p4": "Acme Corp",
+    "p5": "ACME Corporation",
+    "p6": "Globex",
+    "p7": "Initech",
+    "p8": "Initech, Inc.",
+    "p9": "Boston",
+    "p10": "Bostn",
+}
+
+
+def test_known_duplicates_are_merged_with_aliases_no_relationship_lost_and_every_merge_audited(
+    conn: psycopg.Connection, resources: OperationResources, node: GraphNodeServer
+) -> None:
+    graph(conn, "ent", balance_micro=100 * CREDIT)
+    run_operation(operation("create_graph"), {"graph_id": "ent", "schema": ENTITIES}, resources=resources)
+    near = [
+        ("p1", "p6", 1.0),
+        ("p2", "p3", 2.0),
+        ("p3", "p4", 3.0),
+        ("p6", "p2", 4.0),
+        ("p8", "p7", 5.0),
+        ("p9", "p10", 6.0),
+    ]
+    mentions = [(f"f{i}", key) for i, key in enumerate(sorted(PLACES))]
+    files = [
+        ("Place", put_csv("ent/places.csv", "id,name", [f'{k},"{v}"' for k, v in PLACES.items()])),
+        ("Filing", put_csv("ent/filings.csv", "id", [f for f, _ in mentions])),
+        ("Near", put_csv("ent/near.csv", "from,to,km", [f"{a},{b},{km}" for a, b, km in near])),
+        ("Mentions", put_csv("ent/mentions.csv", "from,to", [f"{f},{p}" for f, p in mentions])),
+    ]
+    client(node).load("ent", "seed", BUCKET, files)
+    count = "MATCH ()-[r]->() RETURN count(*), sum(CASE WHEN label(r) = 'Near' THEN r.km ELSE 0.0 END)"
+    before = answers(node, "ent", count)
+
+    outcome = run_operation(
+        operation("resolve_entities"), {"graph_id": "ent", "node_table": "Place"}, resources=resources
+    )
+    assert outcome.result["clusters"] == 4 and outcome.result["merged"] == 5
+    places = dict(answers(node, "ent", "MATCH (p:Place) RETURN p.name, p.aliases ORDER BY p.name"))
+    assert places == {
+        "ACME Corporation": json.dumps(["Acme Corp"]),
+        "Globex": None,
+        "Initech, Inc.": json.dumps(["Initech"]),
+        "New York City": json.dumps(["NYC", "New York"]),
+        "Boston": json.dumps(["Bostn"]),
+    }
+    assert answers(node, "ent", count) == before  # every relationship is still there, properties too
+    assert answers(
+        node, "ent", "MATCH (:Filing)-[:Mentions]->(p:Place {name: 'New York City'}) RETURN count(*)"
+    ) == [[3]]
+    audit = conn.execute(
+        "SELECT canonical_name, merged_name, rule, score FROM entity_merges "
+        "WHERE graph_id = 'ent' ORDER BY merged_name"
+    ).fetchall()
+    assert audit == [
+        ("ACME Corporation", "Acme Corp", "exact", 1.0),
+        ("Boston", "Bostn", "similar", pytest.approx(0.9091, abs=1e-4)),
+        ("Initech, Inc.", "Initech", "exact", 1.0),
+        ("New York City", "NYC", "acronym", 0.95),
+        ("New York City", "New York", "token_subset", 0.9),
+    ]
+    again = run_operation(
+        operation("resolve_entities"),
+        {"graph_id": "ent", "node_table": "Place"},
+        resources=resources,
+        operation_id="again",
+    )
+    assert again.result["merged"] == 0 and answers(node, "ent", count) == before  # nothing left to merge

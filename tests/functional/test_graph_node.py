@@ -394,6 +394,41 @@ def test_bad_input_gets_a_4xx_naming_the_field_and_changes_nothing(node: GraphNo
             ),
             ("POST", "/databases/g1/export", {"bucket": BUCKET, "tables": ["Company"]}, 400, "prefix"),
             ("POST", "/databases/nope/export", {**export_to, "tables": ["Company"]}, 404, ""),
+            (
+                "POST",
+                "/databases/g1/properties",
+                {
+                    "table": "Company",
+                    "property": "rank",
+                    "type": "JSON",
+                    "bucket": BUCKET,
+                    "key": "ok.parquet",
+                },
+                400,
+                "type",
+            ),
+            (
+                "POST",
+                "/databases/g1/properties",
+                {"table": "Owns", "property": "rank", "type": "INT64", "bucket": BUCKET, "key": "ok.parquet"},
+                400,
+                "table",
+            ),
+            (
+                "POST",
+                "/databases/g1/properties",
+                {
+                    "table": "Company",
+                    "property": "rank",
+                    "type": "INT64",
+                    "bucket": BUCKET,
+                    "key": "ok.parquet",
+                },
+                400,
+                "key",  # its columns are not key, value
+            ),
+            ("POST", "/databases/g1/merge", {"table": "Company", "merges": [{"keep": "c1"}]}, 400, "merges"),
+            ("POST", "/databases/g1/merge", {"table": "Nope", "merges": []}, 400, "table"),
         ]
         for method, path, body, status, field in cases:
             response = client.request(method, path, json=body)
@@ -418,6 +453,8 @@ def test_every_route_wants_the_api_key(node: GraphNodeServer) -> None:
                 ("POST", "/databases"),
                 ("POST", "/databases/g1/query"),
                 ("POST", "/databases/g1/export"),
+                ("POST", "/databases/g1/properties"),
+                ("POST", "/databases/g1/merge"),
                 ("DELETE", "/databases/g1"),
             ):
                 assert client.request(method, path).status_code == 401, (key, path)

@@ -21,3 +21,11 @@ class DetectCommunitiesParams(Params):
     property: Name = Field(default="community", description="where each node's community is stored")
     resolution: float = Field(default=1.0, gt=0, le=100, description="Louvain's resolution (gamma)")
     seed: int = Field(default=1, ge=0, le=2**31 - 1, description="the algorithm's random seed")
+
+
+class ResolveEntitiesParams(Params):
+    graph_id: GraphId
+    node_table: Name = Field(description="the node table whose duplicates are merged")
+    name_property: Name = Field(default="name", description="the STRING property names are compared on")
+    threshold: float = Field(default=0.85, ge=0.5, le=1.0, description="the lowest score that merges")
+    aliases_property: Name = Field(default="aliases", description="where a kept node lists what it absorbed")

@@ -143,6 +143,23 @@ class NodeClient:
         body = {"table": table, "property": prop, "type": kind, "bucket": bucket, "key": key}
         return self.request("POST", f"/databases/{_segment(graph_id)}/properties", body)
 
+    def merge(
+        self,
+        graph_id: str,
+        table: str,
+        merges: Sequence[Mapping[str, Any]],
+        aliases: Sequence[Mapping[str, Any]],
+        aliases_property: str = "aliases",
+    ) -> dict[str, Any]:
+        """Merge nodes of `table` (`[{"keep", "merged": [...]}]`), setting the kept ones' aliases."""
+        body = {
+            "table": table,
+            "merges": [dict(m) for m in merges],
+            "aliases": [dict(a) for a in aliases],
+            "aliases_property": aliases_property,
+        }
+        return self.request("POST", f"/databases/{_segment(graph_id)}/merge", body)
+
     def restore(self, graph_id: str, bucket: str, key: str, sha256: str | None = None) -> dict[str, Any]:
         body = {"bucket": bucket, "key": key, **({"sha256": sha256} if sha256 else {})}
         return self.request("POST", f"/databases/{_segment(graph_id)}/restore", body)

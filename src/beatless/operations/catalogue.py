@@ -244,6 +244,17 @@ def _catalogue() -> tuple[OperationSpec, ...]:
             estimate_units=graph_size,
         ),
         OperationSpec(
+            name="resolve_entities",
+            queue=GRAPH_QUEUE,
+            params=analytics.ResolveEntitiesParams,
+            core_path="beatless.analytics.entities:resolve_entities",
+            time_limit=3600,
+            cost=CostRule(base_micro=2 * credit, per_unit_micro=5 * credit, unit="GiB of the graph"),
+            description="Merge duplicate entities of a node table (names matched by rule and score) into "
+            "canonical nodes with aliases, relationships repointed, every merge audited.",
+            estimate_units=graph_size,
+        ),
+        OperationSpec(
             name="backup_graph",
             queue=GRAPH_QUEUE,
             params=graph.BackupGraphParams,

@@ -26,7 +26,12 @@ changes nothing.
   load order with their row counts;
 - `POST /databases/{id}/properties` `{"table", "property", "type", "bucket", "key"}`: a
   Parquet file of `key`, `value` sets that property (added to the node table if new) of
-  the rows with those primary keys, in one bulk statement (analytics' results).
+  the rows with those primary keys, in one bulk statement (analytics' results);
+- `POST /databases/{id}/merge` `{"table", "merges": [{"keep", "merged": [...]}],
+  "aliases_property"?, "aliases"?: [{"keep", "names"}]}`: entity resolution's merges in one
+  transaction —
+  every relationship of a merged node recreated on the kept one, the merged nodes
+  deleted, the kept nodes' aliases set.
 
 Errors: 400 bad input (`{"error": {"field", "message"}}`), 401, 404 no such
 graph, 409 exists / busy, 413 size cap, 422 a backup that does not verify.
@@ -399,6 +404,30 @@ async def set_property(request: Request) -> Response:
     return JSONResponse(result)
 
 
+async def merge(request: Request) -> Response:
+    host = request.app.state.node.host
+    data = await _body(request, required={"table", "merges"}, optional={"aliases_property", "aliases"})
+    merges = data["merges"]
+    if not isinstance(merges, list) or not all(
+        isinstance(m, dict) and set(m) == {"keep", "merged"} and isinstance(m["merged"], list) for m in merges
+    ):
+        raise InvalidInputError("merges", 'must be a list of {"keep": key, "merged": [keys]}')
+    aliases = data.get("aliases") or []
+    if not isinstance(aliases, list) or not all(
+        isinstance(a, dict) and set(a) == {"keep", "names"} and isinstance(a["names"], str) for a in aliases
+    ):
+        raise InvalidInputError("aliases", 'must be a list of {"keep": key, "names": text}')
+    result = await _threaded(
+        host.merge_nodes,
+        request.path_params["graph_id"],
+        _string(data, "table"),
+        merges,
+        data.get("aliases_property", "aliases"),
+        aliases,
+    )
+    return JSONResponse(result)
+
+
 def build_app(node: Node) -> Starlette:
     routes = [
         Route("/health", health, methods=["GET"]),
@@ -412,6 +441,7 @@ def build_app(node: Node) -> Starlette:
         Route("/databases/{graph_id}/restore", restore, methods=["POST"]),
         Route("/databases/{graph_id}/export", export, methods=["POST"]),
         Route("/databases/{graph_id}/properties", set_property, methods=["POST"]),
+        Route("/databases/{graph_id}/merge", merge, methods=["POST"]),
     ]
 
     @contextlib.asynccontextmanager

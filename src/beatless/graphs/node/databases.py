@@ -337,6 +337,79 @@ class DatabaseHost:
                     ) from None
         return {"table": table, "property": prop, "type": kind, "updated": int(updated)}
 
+    def merge_nodes(
+        self,
+        graph_id: str,
+        table: str,
+        merges: Sequence[Mapping[str, Any]],
+        aliases_property: str,
+        aliases: Sequence[Mapping[str, Any]],
+    ) -> dict[str, Any]:
+        """Merge nodes of `table` into others, in one write transaction: for each
+        `{"keep": key, "merged": [keys]}` every relationship of a merged node is recreated on
+        the kept node (properties copied; outgoing first, then incoming, so one between two
+        merged nodes survives once), the merged nodes are deleted, and the kept node's
+        `aliases_property` (STRING, added if new) is set from `aliases` (`{"keep", "names"}`)."""
+        _identifier("aliases_property", aliases_property)
+        with self._writing(graph_id, wait=False):
+            schema = self.schema(graph_id)
+            node = schema.table(table)
+            if not isinstance(node, NodeTable):
+                raise InvalidInputError("table", f"no node table {table!r} in graph {graph_id!r}")
+            if aliases_property in node.properties and node.properties[aliases_property] != "STRING":
+                raise InvalidInputError("aliases_property", f"{table}.{aliases_property} is not a STRING")
+            pairs = [{"merged": m, "keep": item["keep"]} for item in merges for m in item["merged"]]
+            key = node.primary_key
+            moved = 0
+            with self._connection(graph_id) as conn:
+                if aliases_property not in node.properties:
+                    conn.execute(f"ALTER TABLE `{table}` ADD `{aliases_property}` STRING")
+                conn.execute("BEGIN TRANSACTION")
+                try:
+                    for rel in schema.relationships:  # outgoing edges of merged nodes first
+                        if rel.source == table:
+                            moved += self._repoint(conn, rel, key, pairs, outgoing=True)
+                    for rel in schema.relationships:
+                        if rel.target == table:
+                            moved += self._repoint(conn, rel, key, pairs, outgoing=False)
+                    deleted = _first(
+                        conn.execute(
+                            f"UNWIND $pairs AS p MATCH (m:`{table}`) WHERE m.`{key}` = p.merged "
+                            "DETACH DELETE m RETURN count(*)",
+                            {"pairs": pairs},
+                        )
+                    )
+                    values = [{"keep": a["keep"], "names": a["names"]} for a in aliases]
+                    conn.execute(
+                        f"UNWIND $values AS a MATCH (k:`{table}`) WHERE k.`{key}` = a.keep "
+                        f"SET k.`{aliases_property}` = a.names",
+                        {"values": values},
+                    )
+                    conn.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(RuntimeError):
+                        conn.execute("ROLLBACK")
+                    raise
+        return {"merged": int(deleted), "relationships_moved": moved}
+
+    @staticmethod
+    def _repoint(
+        conn: ladybug.Connection, rel: RelTable, key: str, pairs: list[dict[str, Any]], *, outgoing: bool
+    ) -> int:
+        props = ", ".join(f"`{p}`: r.`{p}`" for p in rel.properties)
+        props = f" {{{props}}}" if props else ""
+        if outgoing:
+            pattern = f"(m:`{rel.source}`)-[r:`{rel.name}`]->(x:`{rel.target}`), (k:`{rel.source}`)"
+            create = f"(k)-[:`{rel.name}`{props}]->(x)"
+        else:
+            pattern = f"(x:`{rel.source}`)-[r:`{rel.name}`]->(m:`{rel.target}`), (k:`{rel.target}`)"
+            create = f"(x)-[:`{rel.name}`{props}]->(k)"
+        statement = (
+            f"UNWIND $pairs AS p MATCH {pattern} WHERE m.`{key}` = p.merged AND k.`{key}` = p.keep "
+            f"CREATE {create} RETURN count(*)"
+        )
+        return int(_first(conn.execute(statement, {"pairs": pairs})))
+
     def backup(self, graph_id: str, archive: Path) -> backup.Packed:
         """A consistent archive: writes held, CHECKPOINT, no WAL or shadow file left, then packed."""
         with self._writing(graph_id, wait=True):
