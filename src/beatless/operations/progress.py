@@ -15,7 +15,6 @@ counted, never raised — progress must not fail the work it reports on.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,7 +29,6 @@ log = logging.getLogger("beatless.operations.progress")
 KEY_PREFIX = "beatless:operations:"
 DEFAULT_MAX_EVENTS = 1000
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600
-STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
 def stream_key(operation_id: str) -> str:
@@ -135,18 +133,3 @@ def _event(entry_id: Any, values: Mapping[Any, Any]) -> ProgressEvent:
         task_id=data.get("task_id", ""),
         at=data.get("at", ""),
     )
-
-
-def wait_for_state(stream: ProgressStream, states: tuple[str, ...], timeout: float = 30.0) -> ProgressEvent:
-    """The first event in one of `states` (for callers that follow an operation)."""
-    deadline = time.monotonic() + timeout
-    after = "0-0"
-    while time.monotonic() < deadline:
-        for event in stream.read(after, block_ms=200):
-            after = event.id
-            if event.state in states:
-                return event
-    raise TimeoutError(f"operation {stream.operation_id} reached none of {states} in {timeout:g} s")
-
-
-__all__ = ["STATES", "ProgressEvent", "ProgressStream", "stream_key", "wait_for_state"]
