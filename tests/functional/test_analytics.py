@@ -7,7 +7,6 @@ relationship, and audits every merge."""
 from __future__ import annotations
 
 import json
-import math
 import random
 from collections import Counter
 from typing import Any
@@ -16,6 +15,7 @@ import psycopg
 import pytest
 
 from beatless import credits
+from beatless.analytics.scores import normalized_mutual_information
 from beatless.errors import InvalidInputError
 from beatless.graphs.registry import Registries
 from beatless.local.servers import GraphNodeServer
@@ -47,18 +47,6 @@ SCHEMA = {
         {"name": "Directs", "from": "Person", "to": "Company"},
     ],
 }
-
-
-def nmi(a: list[int], b: list[int]) -> float:
-    """Normalized mutual information (arithmetic mean normalization) of two labelings."""
-    n = len(a)
-    joint, left, right = Counter(zip(a, b, strict=True)), Counter(a), Counter(b)
-    mutual = sum(c / n * math.log(c * n / (left[x] * right[y])) for (x, y), c in joint.items())
-
-    def entropy(counts: Counter[int]) -> float:
-        return -sum(c / n * math.log(c / n) for c in counts.values())
-
-    return 2 * mutual / (entropy(left) + entropy(right))
 
 
 def planted(
@@ -106,7 +94,7 @@ def test_planted_communities_are_recovered_and_stored_in_the_graph(
     found = dict(rows)
     assert all(isinstance(label, int) for label in found.values())
     recovered = [found[f"c{i}"] for i in range(len(network))]
-    assert nmi(network, recovered) >= 0.9
+    assert normalized_mutual_information(network, recovered) >= 0.9
     assert Counter(recovered).most_common(1)[0][0] == 0  # numbered by size, largest first
     recorded = json.loads(registries.graphs.get_item(Key={"graph_id": "net"})["Item"]["communities"])
     assert recorded["communities"] == result["communities"] and recorded["modularity"] == result["modularity"]
@@ -121,7 +109,7 @@ def test_planted_communities_are_recovered_and_stored_in_the_graph(
     assert abs(again.result["modularity"] - result["modularity"]) <= 0.01
     stored = dict(answers(node, "net", "MATCH (c:Company) RETURN c.id, c.community"))
     assert len(set(stored.values())) == again.result["communities"]
-    assert nmi(recovered, [stored[f"c{i}"] for i in range(len(network))]) >= 0.9
+    assert normalized_mutual_information(recovered, [stored[f"c{i}"] for i in range(len(network))]) >= 0.9
 
 
 @pytest.mark.parametrize(

@@ -11,17 +11,16 @@ delivered twice is loaded once.
 from __future__ import annotations
 
 import io
-import random
 
 import boto3
 import psycopg
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from beatless import credits
 from beatless.errors import InvalidInputError
 from beatless.graphs.registry import Registries
+from beatless.ingestion import sample
 from beatless.local.servers import GraphNodeServer
 from beatless.operations.catalogue import operation
 from beatless.operations.resources import OperationResources
@@ -39,104 +38,12 @@ from tests.support.operations import (  # noqa: F401 (node, registries, resource
 pytestmark = pytest.mark.slow
 
 CREDIT = credits.MICRO_PER_CREDIT
-SCHEMA = {
-    "nodes": [
-        {
-            "name": "Company",
-            "primary_key": "cik",
-            "properties": {"cik": "STRING", "name": "STRING", "sector": "STRING"},
-        },
-        {
-            "name": "Filing",
-            "primary_key": "accession",
-            "properties": {"accession": "STRING", "form": "STRING", "filed": "DATE"},
-        },
-        {
-            "name": "Fact",
-            "primary_key": "id",
-            "properties": {"id": "INT64", "concept": "STRING", "value": "DOUBLE"},
-        },
-    ],
-    "relationships": [
-        {"name": "Filed", "from": "Company", "to": "Filing"},
-        {"name": "Reports", "from": "Filing", "to": "Fact"},
-        {"name": "Owns", "from": "Company", "to": "Company", "properties": {"share": "DOUBLE"}},
-    ],
-}
-
-
-def put_parquet(key: str, table: pa.Table) -> str:
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    boto3.client("s3").put_object(Bucket=BUCKET, Key=key, Body=buffer.getvalue())
-    return key
+SCHEMA = sample.SCHEMA
 
 
 def dataset(prefix: str, companies: int = 200, seed: int = 7) -> list[dict[str, str]]:
     """A few thousand rows of a financial dataset as an upload batch (CSV and Parquet)."""
-    rng = random.Random(seed)
-    ciks = [f"{i:010d}" for i in range(companies)]
-    filings = [
-        (f"{c}-{k:02d}", rng.choice(["10-K", "10-Q", "8-K"]), f"2025-{k % 12 + 1:02d}-15")
-        for c in ciks
-        for k in range(3)
-    ]
-    facts = [
-        (i, rng.choice(["Revenue", "Assets", "NetIncome"]), round(rng.uniform(-1e6, 1e9), 2))
-        for i in range(len(filings) * 4)
-    ]
-    owns = {(rng.choice(ciks), rng.choice(ciks)) for _ in range(companies * 2)}
-    files = [
-        {
-            "table": "Company",
-            "key": put_csv(
-                f"{prefix}/companies.csv",
-                "cik,name,sector",
-                [f"{c},Company {c},{rng.choice(['tech', 'bank'])}" for c in ciks],
-            ),
-        },
-        {
-            "table": "Filing",
-            "key": put_parquet(
-                f"{prefix}/filings.parquet",
-                pa.table(
-                    {
-                        "accession": [f[0] for f in filings],
-                        "form": [f[1] for f in filings],
-                        "filed": [f[2] for f in filings],
-                    }
-                ),
-            ),
-        },
-        {
-            "table": "Fact",
-            "key": put_parquet(
-                f"{prefix}/facts.parquet",
-                pa.table(
-                    {
-                        "id": [f[0] for f in facts],
-                        "concept": [f[1] for f in facts],
-                        "value": [f[2] for f in facts],
-                    }
-                ),
-            ),
-        },
-        {
-            "table": "Filed",
-            "key": put_csv(f"{prefix}/filed.csv", "from,to", [f"{f[0][:10]},{f[0]}" for f in filings]),
-        },
-        {
-            "table": "Reports",
-            "key": put_csv(
-                f"{prefix}/reports.csv", "from,to", [f"{filings[i // 4][0]},{i}" for i in range(len(facts))]
-            ),
-        },
-        {
-            "table": "Owns",
-            "key": put_csv(f"{prefix}/owns.csv", "from,to,share", [f"{a},{b},0.1" for a, b in sorted(owns)]),
-        },
-    ]
-    return files
+    return sample.upload(boto3.client("s3"), BUCKET, prefix, sample.financial_dataset(companies, seed))
 
 
 def rows_in_files(files: list[dict[str, str]]) -> dict[str, int]:
@@ -213,11 +120,13 @@ def test_a_batch_with_problems_is_reported_exactly_and_nothing_is_loaded(
         {
             "table": "Fact",
             "key": put_csv(
-                "up/f.csv", "id,concept,value", ["1,Revenue,12.5", "two,Assets,3", "3,Assets,lots"]
+                "up/f.csv",
+                "id,concept,value,cik",
+                ["1,Revenue,12.5,0001", "two,Assets,3,0001", "3,Assets,lots,0002"],
             ),
         },
         {"table": "Owns", "key": put_csv("up/o.csv", "from,to,share", ["0001,0002,0.5", "0002,9999,0.1"])},
-        {"table": "Filing", "key": put_csv("up/g.csv", "accession,form", ["x,10-K"])},
+        {"table": "Filing", "key": put_csv("up/g.csv", "accession,form,cik", ["x,10-K,0001"])},
     ]
     staged = run_operation(
         operation("stage_files"), {"graph_id": "fin", "batch_id": "bad", "files": files}, resources=resources

@@ -25,6 +25,7 @@ OFF_THE_LAMBDA_PATH = (
     "beatless.graphs.params",
     "beatless.ingestion.operations",
     "beatless.ingestion.params",
+    "beatless.ingestion.sample",
     "beatless.ingestion.validation",
     "beatless.analytics",
 )
