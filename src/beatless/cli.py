@@ -27,6 +27,7 @@ def _local(args: argparse.Namespace) -> int:
         timeout_seconds=args.timeout,
         wait_for_scale_in=not args.no_scale_in,
         graph_nodes=args.graph_nodes,
+        demo=not args.no_demo,
     )
     report = run(options)
     if not report.ok:
@@ -107,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     local.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
     local.add_argument("--no-scale-in", action="store_true", help="stop once the queues drained")
     local.add_argument("--graph-nodes", type=int, default=2, help="graph nodes to start (default 2; 0: none)")
+    local.add_argument(
+        "--no-demo", action="store_true", help="skip the demo workload of heavy operations (and PostgreSQL)"
+    )
     local.set_defaults(func=_local)
     jobs = sub.add_parser("jobs", help="list the scheduled jobs of the registry")
     jobs.add_argument("--markdown", action="store_true", help="the README's table")

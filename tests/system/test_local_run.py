@@ -1,12 +1,20 @@
 """README command 1: the local system starts graph nodes that register themselves,
 places, loads and queries a graph on one and runs a graph monitor cycle; it scales real
 workers out from zero on a burst, drains it with every task applied exactly once, and
-scales back in."""
+scales back in. Meanwhile the demo workload runs its heavy operations on those workers:
+a financial dataset ingested with every row, one company's graph holding exactly its
+rows, the planted ownership communities recovered, a backup recorded, every operation's
+progress and credits shown, the charges equal to what left the accounts."""
 
 from __future__ import annotations
 
 import io
 
+import pytest
+
+from beatless.errors import InvalidInputError
+from beatless.ingestion import sample
+from beatless.local.demo import MIN_NMI
 from beatless.local.runner import LocalOptions, run
 
 
@@ -37,3 +45,29 @@ def test_local_run_scales_out_drains_and_scales_in() -> None:
     assert graphs.monitor["healthy"] == 2 and graphs.monitor["errors"] == 0
     assert (graphs.monitor["UsedSlots"], graphs.monitor["AvailableSlots"]) == (1.0, 9.0)
     assert "kuzu_instance_monitor full_maintenance" in text
+    demo = report.demo
+    assert demo is not None and demo.ok, (demo, text)
+    tasks = ["create_graph", "stage_files", "materialize", "create_entity_graph", "detect_communities",
+             "backup_graph"]  # fmt: skip
+    assert [s.task for s in demo.steps] == tasks
+    assert demo.rows_in_graph == demo.rows_in_files == sample.financial_dataset().rows()
+    assert sum(demo.rows_in_files.values()) > 3000  # a few thousand rows
+    assert demo.entity_rows == {"Company": 1, "Filing": 3, "Fact": 12, "Filed": 3, "Reports": 12, "Owns": 0}
+    assert demo.nmi >= MIN_NMI and demo.communities >= 2
+    assert demo.backup_recorded
+    # Each operation held its estimate, then was charged at most that; the accounts lost exactly the charges.
+    assert all(0 < (s.charged_micro or 0) <= s.reserved_micro for s in demo.steps)
+    assert demo.balance_before_micro - demo.balance_after_micro == demo.charged_micro > 0
+    assert demo.ledger_mismatches == 0
+    for task in tasks:  # its progress was shown as it ran, and its credits
+        assert f"[demo] {task}: 100.0% done" in text
+        assert f"[demo] {task}: succeeded" in text and "credits held" in text
+    lines = text.splitlines()
+    assert not [line for line in lines if "[demo]" in line and not line.startswith("  [demo] ")]  # never cut
+
+
+def test_the_demo_needs_a_graph_node_unless_it_is_skipped() -> None:
+    with pytest.raises(InvalidInputError) as refused:
+        LocalOptions(graph_nodes=0)
+    assert refused.value.field == "--graph-nodes"
+    assert LocalOptions(graph_nodes=0, demo=False).demo is False

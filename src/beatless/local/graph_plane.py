@@ -27,7 +27,9 @@ from beatless.errors import BeatlessError
 
 INSTANCE_TABLE = "beatless-local-graph-instances"
 GRAPH_TABLE = "beatless-local-graph-registry"
-BUCKET = "beatless-local-graph-data"
+BUCKET = "beatless-local-graph-data"  # staging: the monitor's demo load, operations' exports
+UPLOADS_BUCKET = "beatless-local-uploads"
+BACKUP_BUCKET = "beatless-local-backups"
 DEMO_GRAPH = "demo-graph"
 NODE_CAPACITY = 5
 SCHEMA = {
@@ -79,6 +81,37 @@ class GraphPlaneError(BeatlessError):
     pass
 
 
+@dataclass(frozen=True)
+class GraphPlane:
+    """What the rest of the local run needs of the started graph plane."""
+
+    report: GraphPlaneReport
+    registries: Any  # beatless.graphs.registry.Registries
+    api_key: str = field(repr=False)  # this run's only; never printed
+
+    def worker_environment(self) -> dict[str, str]:
+        """What a worker's operations need to reach the plane (as infra gives the Fargate task)."""
+        return {
+            "INSTANCE_REGISTRY_TABLE": INSTANCE_TABLE,
+            "GRAPH_REGISTRY_TABLE": GRAPH_TABLE,
+            "GRAPH_API_KEY": self.api_key,
+            "UPLOADS_BUCKET": UPLOADS_BUCKET,
+            "STAGING_BUCKET": BUCKET,
+            "BACKUP_BUCKET": BACKUP_BUCKET,
+        }
+
+    def query(self, graph_id: str, cypher: str) -> list[list[Any]]:
+        """A read on the node that holds `graph_id`."""
+        from beatless.graphs.client import NodeClient
+
+        graph = self.registries.graph(graph_id)
+        instance = None if graph is None else self.registries.instance(graph.instance_id)
+        if instance is None:
+            raise GraphPlaneError(f"graph {graph_id!r} is on no registered node")
+        rows: list[list[Any]] = NodeClient(instance.endpoint, self.api_key).query(graph_id, cypher)["rows"]
+        return rows
+
+
 def _csv(rows: list[list[Any]], header: list[str]) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out)
@@ -95,7 +128,7 @@ def start_graph_plane(
     out: TextIO,
     *,
     nodes: int,
-) -> GraphPlaneReport:
+) -> GraphPlane:
     """Start `nodes` graph nodes (stopped when `stack` closes), place, load and query a
     graph, run one monitor cycle; print each step to `out`."""
     import boto3
@@ -116,7 +149,8 @@ def start_graph_plane(
     ec2, s3 = session.client("ec2", endpoint_url=endpoint), session.client("s3", endpoint_url=endpoint)
     create_tables(session.client("dynamodb", endpoint_url=endpoint), INSTANCE_TABLE, GRAPH_TABLE)
     registries = Registries(session.resource("dynamodb", endpoint_url=endpoint), INSTANCE_TABLE, GRAPH_TABLE)
-    s3.create_bucket(Bucket=BUCKET)
+    for bucket in (BUCKET, UPLOADS_BUCKET, BACKUP_BUCKET):
+        s3.create_bucket(Bucket=bucket)
     instances = ec2.run_instances(ImageId=MOTO_IMAGE_ID, MinCount=nodes, MaxCount=nodes)["Instances"]
     api_key = secrets.token_urlsafe(32)  # this run's only; never printed
     registry_env = {"INSTANCE_REGISTRY_TABLE": INSTANCE_TABLE, "GRAPH_REGISTRY_TABLE": GRAPH_TABLE}
@@ -175,7 +209,7 @@ def start_graph_plane(
 
     report.monitor = run_monitor_cycle({**aws_env, **registry_env, "GRAPH_API_KEY": api_key})
     print(f"kuzu_instance_monitor full_maintenance: {report.monitor}", file=out, flush=True)
-    return report
+    return GraphPlane(report, registries, api_key)
 
 
 def run_monitor_cycle(env: dict[str, str]) -> dict[str, Any]:

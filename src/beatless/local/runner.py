@@ -6,14 +6,19 @@ First the graph plane (`beatless.local.graph_plane`): graph nodes register in
 the instance registry, a graph is placed, loaded and queried, and one
 `kuzu_instance_monitor` cycle runs. Then the autoscaling loop: it enqueues a
 burst of sample tasks across the queues and priority levels through a real
-Celery producer, and runs the worker monitor on its sampling grid. Each
+Celery producer, and runs the worker monitor on its sampling grid. Meanwhile
+the demo workload (`beatless.local.demo`, with a PostgreSQL server for the
+operations' records and credits) sends heavy operations — create a graph,
+ingest a financial dataset, an entity graph, communities, a backup — to the
+same workers, and prints each one's progress and the credits held and charged. Each
 reading is published to (moto's) CloudWatch exactly as the Lambda does, fed
 to `beatless.queues.scaling.decide` — the same rules the CloudWatch alarms and step
 policies implement in AWS — and the decision is carried out by starting or
 stopping real Celery worker processes (SIGTERM: soft shutdown). It prints,
 queue by queue, pending, reserved and backlog per worker until the queues
 drain and the workers are scaled back in, then a summary; it fails (exit 1)
-if a task was lost or applied twice.
+if a task was lost or applied twice, or the demo's effects are not what they
+must be.
 
 Local scaling periods are shortened (10 s alarm periods, a 20 s idle window)
 so the run takes about a minute; everything else is the deployed code.
@@ -28,16 +33,18 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from beatless import metrics
+from beatless.local.demo import Demo, DemoReport
 from beatless.local.graph_plane import GraphPlaneReport, start_graph_plane
-from beatless.local.servers import MotoServer, RedisServer, aws_environment
+from beatless.local.servers import MotoServer, PostgresServer, RedisServer, aws_environment
 from beatless.monitor import Monitor, MonitorSettings, Reading
 from beatless.monitor.job import monitor_for
 from beatless.queues.connection import BrokerSettings, broker_for
@@ -70,6 +77,7 @@ class LocalOptions:
     timeout_seconds: float = 600.0
     wait_for_scale_in: bool = True
     graph_nodes: int = 2
+    demo: bool = True
 
     def __post_init__(self) -> None:
         from beatless.errors import InvalidInputError
@@ -84,6 +92,10 @@ class LocalOptions:
             raise InvalidInputError("--graph-nodes", f"must be between 0 and 8, got {self.graph_nodes}")
         if not 1 <= self.max_workers <= 16:
             raise InvalidInputError("--max-workers", f"must be between 1 and 16, got {self.max_workers}")
+        if self.demo and self.graph_nodes == 0:
+            raise InvalidInputError(
+                "--graph-nodes", "the demo workload needs at least 1 graph node (or --no-demo)"
+            )
 
 
 @dataclass
@@ -100,15 +112,18 @@ class RunReport:
     datapoints_in_cloudwatch: int = 0
     decisions: list[str] = field(default_factory=list)
     graph_plane: GraphPlaneReport | None = None
+    demo: DemoReport | None = None
 
     @property
     def ok(self) -> bool:
         graphs_ok = self.graph_plane is None or self.graph_plane.ok
-        return self.applied == self.tasks and self.total == self.tasks and graphs_ok
+        demo_ok = self.demo is None or self.demo.ok
+        return self.applied == self.tasks and self.total == self.tasks and graphs_ok and demo_ok
 
     def as_dict(self) -> dict[str, Any]:
         return {
             **(self.graph_plane.as_dict() if self.graph_plane is not None else {}),
+            **(self.demo.as_dict() if self.demo is not None else {}),
             "tasks_sent": self.tasks,
             "tasks_applied_once": self.applied,
             "effect_total": self.total,
@@ -224,11 +239,13 @@ def run(options: LocalOptions, out: TextIO = sys.stdout) -> RunReport:
     root = source_checkout()
     params = ScalingParameters(**{**LOCAL_SCALING.__dict__, "max_tasks": options.max_workers})
     report = RunReport(tasks=options.tasks)
+    out = cast(TextIO, LineWriter(out))  # the demo prints from its own thread
     with contextlib.ExitStack() as stack:
         logdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="beatless-local-")))
         print("starting redis-server and a moto server (the AWS endpoint) ...", file=out, flush=True)
         broker = stack.enter_context(RedisServer())
         moto = stack.enter_context(MotoServer())
+        database = _database(stack, out) if options.demo else None
         env = {
             **{
                 k: v
@@ -251,13 +268,18 @@ def run(options: LocalOptions, out: TextIO = sys.stdout) -> RunReport:
                 aws_access_key_id="testing",
                 aws_secret_access_key="testing",
             )
-            for name in ("cloudwatch", "ecs")
+            for name in ("cloudwatch", "ecs", "s3")
         }
         _ecs_service(aws["ecs"])
+        plane = None
         if options.graph_nodes:
-            report.graph_plane = start_graph_plane(
+            plane = start_graph_plane(
                 stack, aws_environment(moto.url), env, logdir, out, nodes=options.graph_nodes
             )
+            report.graph_plane = plane.report
+            env |= plane.worker_environment()
+        if database is not None:
+            env |= {"DATABASE_URL": database.dsn, "WORK_DIR": str(logdir)}
         monitor_env = {
             "BROKER_URL": broker.url,
             "QUEUES": "graph,ingest,default",
@@ -288,7 +310,15 @@ def run(options: LocalOptions, out: TextIO = sys.stdout) -> RunReport:
                                                   for q in broker_settings.queues),
             file=out, flush=True,
         )  # fmt: skip
-        _loop(options, params, monitor, workers, aws["ecs"], broker, report, out)
+        demo_thread = None
+        if database is not None and plane is not None:
+            demo = _demo(stack, database, broker, plane, aws["s3"], out)
+            report.demo = demo.report
+            demo_thread = threading.Thread(target=demo.run, name="demo", daemon=True)
+            demo_thread.start()
+        _loop(options, params, monitor, workers, aws["ecs"], broker, report, out, demo_thread)
+        if demo_thread is not None and demo_thread.is_alive():
+            report.demo.error = report.demo.error or "unfinished when the run gave up"  # type: ignore[union-attr]
         client = redis.Redis.from_url(broker.url)
         report.applied = int(client.hlen(EFFECTS_APPLIED_KEY))
         report.total = int(client.hget(EFFECTS_TOTALS_KEY, "local") or 0)
@@ -307,6 +337,68 @@ def run(options: LocalOptions, out: TextIO = sys.stdout) -> RunReport:
     return report
 
 
+class LineWriter:
+    """A text stream that writes whole lines only, one thread at a time (the run's table and
+    the demo's lines never cut into each other)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._lock = threading.Lock()
+        self._partial = threading.local()
+
+    def write(self, text: str) -> int:
+        pending = getattr(self._partial, "text", "") + text
+        lines, _, self._partial.text = pending.rpartition("\n")
+        if lines:
+            with self._lock:
+                self._out.write(lines + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._out.flush()
+
+
+def _database(stack: contextlib.ExitStack, out: TextIO) -> PostgresServer:
+    """A PostgreSQL server (stopped with `stack`) with the schema migrated."""
+    import psycopg
+
+    from beatless.db.migrate import migrate
+
+    print("starting PostgreSQL (operations, credits) ...", file=out, flush=True)
+    server = stack.enter_context(PostgresServer())
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        migrate(conn)
+    return server
+
+
+def _demo(
+    stack: contextlib.ExitStack,
+    database: PostgresServer,
+    broker: RedisServer,
+    plane: Any,
+    s3: Any,
+    out: TextIO,
+) -> Demo:
+    import psycopg
+    import redis
+
+    from beatless.local.graph_plane import UPLOADS_BUCKET
+
+    conn = stack.enter_context(psycopg.connect(database.dsn, autocommit=True))
+    client = redis.Redis.from_url(broker.url)
+    stack.callback(client.close)
+    return Demo(
+        broker=client,
+        database=conn,
+        s3=s3,
+        uploads_bucket=UPLOADS_BUCKET,
+        registries=plane.registries,
+        query=plane.query,
+        out=out,
+    )
+
+
 def _loop(
     options: LocalOptions,
     params: ScalingParameters,
@@ -316,6 +408,7 @@ def _loop(
     broker: RedisServer,
     report: RunReport,
     out: TextIO,
+    demo: threading.Thread | None = None,
 ) -> None:
     import redis
 
@@ -344,6 +437,7 @@ def _loop(
             report.drained_after_seconds is None
             and idle
             and client.hlen(EFFECTS_APPLIED_KEY) >= options.tasks
+            and (demo is None or not demo.is_alive())
         ):
             report.drained_after_seconds = tick
         if report.drained_after_seconds is not None:
