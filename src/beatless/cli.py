@@ -86,7 +86,7 @@ def _job(args: argparse.Namespace) -> int:
         event = json.loads(args.event) if args.event else {}
     except json.JSONDecodeError as exc:
         raise InvalidInputError("--event", f"is not valid JSON ({exc.msg})") from None
-    print(json.dumps(handler(event, LocalContext(entry)), indent=2, default=str))
+    print(json.dumps(handler(event, LocalContext.for_job(entry)), indent=2, default=str))
     return 0
 
 

@@ -237,7 +237,7 @@ def run_monitor_cycle(env: dict[str, str]) -> dict[str, Any]:
         reset_clients()
         reset_resources()
         try:
-            summary = handler({"action": "full_maintenance"}, LocalContext(entry))
+            summary = handler({"action": "full_maintenance"}, LocalContext.for_job(entry))
         except BaseException:
             sys.stderr.write(logs.getvalue()[-8000:])  # what the handler logged says why
             raise

@@ -18,6 +18,7 @@ from beatless import credits
 from beatless.credits.errors import IdempotencyConflictError
 from beatless.db.arguments import Conn
 from beatless.errors import BeatlessError
+from beatless.operations import launches
 
 _COLUMNS = (
     "id, task, params, account_id, status, attempts, task_id, hold_operation_id, estimated_micro, "
@@ -89,9 +90,11 @@ def start(
     """Begin an attempt of `operation_id`, holding `estimated_micro` of the account.
 
     Refuses (`IdempotencyConflictError`, field `operation_id`) an id already used for
-    another task, parameters or account, and (`InsufficientCreditsError`) an account
-    without the available credits — then nothing is recorded."""
+    another task, parameters or account, (`InsufficientCreditsError`) an account
+    without the available credits, and (`launches.TaskRevokedError`) a delivery whose
+    task was revoked — then nothing is recorded."""
     with conn.transaction():
+        launches.check_not_revoked(conn, task_id)  # first: the order `launches.revoke` locks in
         row = conn.execute(
             f"SELECT {_COLUMNS} FROM operations WHERE id = %s FOR UPDATE", (operation_id,)
         ).fetchone()

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from beatless.errors import BeatlessError, InvalidInputError
 from beatless.operations import records
 from beatless.operations.ids import check_operation_id, derive_operation_id
+from beatless.operations.launches import TaskRevokedError
 from beatless.operations.progress import ProgressStream
 
 if TYPE_CHECKING:
@@ -154,17 +155,20 @@ def run_operation(
     estimate = spec.cost.estimate_micro(spec.units(resources, params))
     deadline = time.monotonic() + spec.time_limit
     while True:
-        started = records.start(
-            conn,
-            operation_id=op_id,
-            task=spec.name,
-            params=params,
-            account_id=account_id,
-            estimated_micro=estimate,
-            task_id=task_id or None,
-            lease=timedelta(seconds=lease_seconds(resources)),
-            hold_for=timedelta(seconds=spec.hold_seconds),
-        )
+        try:
+            started = records.start(
+                conn,
+                operation_id=op_id,
+                task=spec.name,
+                params=params,
+                account_id=account_id,
+                estimated_micro=estimate,
+                task_id=task_id or None,
+                lease=timedelta(seconds=lease_seconds(resources)),
+                hold_for=timedelta(seconds=spec.hold_seconds),
+            )
+        except TaskRevokedError as revoked:
+            raise OperationCancelledError(str(revoked)) from None
         if started.outcome != "busy":
             break
         if time.monotonic() > deadline:

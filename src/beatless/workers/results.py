@@ -84,3 +84,25 @@ def wait_for_result(
         if left <= 0:
             raise ResultTimeoutError(task_id, timeout, state, error)
         sleep(min(poll_seconds, left))
+
+
+# Where Celery's Redis result backend keeps a task's state (no key prefix is configured).
+RESULT_KEY_PREFIX = "celery-task-meta-"
+
+
+class StoredStates:
+    """A task's stored state read straight from the result backend's Redis, without
+    Celery (the task API's cold start counts): the JSON Celery writes under
+    `celery-task-meta-<task id>` — `status`, `result`, `traceback`, `date_done`."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def get_task_meta(self, task_id: str, cache: bool = True) -> dict[str, Any]:
+        import json
+
+        raw = self.client.get(RESULT_KEY_PREFIX + task_id)
+        if raw is None:
+            return {"status": "PENDING", "result": None, "task_id": task_id}
+        meta: dict[str, Any] = json.loads(raw)
+        return meta

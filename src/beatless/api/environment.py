@@ -1,0 +1,59 @@
+"""The task API's resources, read once from the environment (at the edge) and built lazily.
+
+- the broker's Redis — queues, progress streams, stored task states, worker presence:
+  `BROKER_URL`, `BROKER_PASSWORD_SECRET_ARN`, `BROKER_TRANSPORT_OPTIONS`, and `QUEUES`
+  (what `/stats` reads; default `graph,ingest,default`). The workers' result backend
+  must be this Redis (their default);
+- PostgreSQL — tasks, operations, credits: `beatless.db.settings` (`DATABASE_URL` |
+  `DATABASE_SECRET_ARN`, ...);
+- what cost estimates read: `INSTANCE_REGISTRY_TABLE`, `GRAPH_REGISTRY_TABLE` (a graph's
+  size), `UPLOADS_BUCKET` and `STAGING_BUCKET` (an upload's size, a staged batch's rows).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from beatless.api.service import TaskApi
+
+DEFAULT_QUEUES = "graph,ingest,default"
+
+_built: dict[str, TaskApi] = {}
+_lock = threading.Lock()
+
+
+def task_api(env: Mapping[str, str]) -> TaskApi:
+    """The `TaskApi` of this environment (nothing connects before a request needs it)."""
+    from beatless.aws import client
+    from beatless.operations.resources import OperationResources
+    from beatless.queues.connection import BrokerSettings, broker_for
+
+    settings = BrokerSettings.from_env({**env, "QUEUES": env.get("QUEUES") or DEFAULT_QUEUES})
+    secretsmanager = client("secretsmanager") if settings.password_secret_arn else None
+    broker = broker_for(settings, secretsmanager)
+    resources = OperationResources(env, progress_client=broker.client)
+    return TaskApi(
+        database=resources.database,
+        redis=broker.client,
+        depth=broker.read,
+        resources=resources,
+        transport=settings.transport,
+    )
+
+
+def from_environ() -> TaskApi:
+    """The process's `TaskApi`, from `os.environ` (the Lambda's, the local server's)."""
+    import os
+
+    with _lock:
+        if "api" not in _built:
+            _built["api"] = task_api(os.environ)
+        return _built["api"]
+
+
+def reset() -> Any:
+    """Forget the built `TaskApi` (tests change the environment)."""
+    with _lock:
+        _built.clear()
