@@ -12,8 +12,10 @@ earlier launch, 503 when Redis or PostgreSQL did not answer (nothing was changed
 
 from __future__ import annotations
 
+import base64
+import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -25,6 +27,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 
 from beatless.api import models
 from beatless.api.service import (
+    EVENT_ID_PATTERN,
     BrokerUnavailableError,
     ConflictError,
     NotFoundError,
@@ -33,6 +36,7 @@ from beatless.api.service import (
 )
 from beatless.credits.errors import IdempotencyConflictError, InsufficientCreditsError
 from beatless.errors import InvalidInputError
+from beatless.operations.catalogue import OPERATIONS
 
 TITLE = "Beatless task API"
 VERSION = "1"
@@ -52,7 +56,8 @@ ROUTES: dict[str, tuple[str, ...]] = {
     r"/stats": ("GET",),
     r"/openapi.json": ("GET",),
 }
-TaskId = Annotated[str, Path(min_length=1, max_length=200, description="the task id `launch` answered")]
+TaskId = Annotated[str, Path(min_length=1, description="the task id `launch` answered")]
+TASK_TYPES = frozenset(spec.name for spec in OPERATIONS)
 
 
 def _error(
@@ -66,19 +71,65 @@ def _error(
     )
 
 
-def _responses(success: int, model: type, *errors: int) -> dict[int, Any]:
+# What a client does next with a launched task (OpenAPI links: documentation, and the
+# paths a stateful test client follows).
+TASK_LINKS = {
+    name: {"operationId": operation, "parameters": {"task_id": "$response.body#/task_id"}}
+    for name, operation in (
+        ("status", "getTask"),
+        ("events", "getTaskEvents"),
+        ("revoke", "revokeTask"),
+        ("retry", "retryTask"),
+    )
+}
+
+
+def _responses(
+    success: int, model: type, *errors: int, links: dict[str, Any] | None = None
+) -> dict[int, Any]:
     answers: dict[int, Any] = {
         success: {
             "description": HTTPStatus(success).phrase,
             "content": {"application/json": {"model": model}},
         }
     }
-    for code in (*errors, 422, 503):
+    if links:
+        answers[success]["links"] = links
+    for code in (*errors, 415, 422, 503):
         answers[code] = {
             "description": HTTPStatus(code).phrase,
             "content": {"application/json": {"model": models.ErrorResponse}},
         }
     return answers
+
+
+def _refused_body(event: dict[str, Any]) -> Response[Any] | None:
+    """A body that is not JSON text: 415 for another media type, 422 for bytes that are not UTF-8."""
+    if not event.get("body"):
+        return None
+    headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
+    media = str(headers.get("content-type", "application/json")).split(";")[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        return _error(415, "Content-Type", f"must be application/json, got {media or 'nothing'!r}")
+    if event.get("isBase64Encoded"):
+        try:
+            base64.b64decode(event["body"]).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return _error(422, "body", "must be JSON in UTF-8")
+    return None
+
+
+def _first_problem(errors: Sequence[Any]) -> tuple[str, str]:
+    """The field (dotted, as the body names it) and the message of the first validation error."""
+    first = errors[0]
+    if str(first.get("type", "")).startswith("union_tag"):
+        return "task_type", f"must be one of {', '.join(sorted(TASK_TYPES))}"
+    parts = [p for p in first.get("loc", ()) if p not in ("body", "query", "path") and p not in TASK_TYPES]
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, InvalidInputError):  # a parameter model's own check names the nested field
+        return ".".join(str(p) for p in (*parts[:1], cause.field)), cause.problem  # field: within params
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
+    return field or "body", str(first.get("msg") or first.get("type"))
 
 
 class TaskHttpApp:
@@ -90,21 +141,30 @@ class TaskHttpApp:
         self.resolver = resolver = APIGatewayHttpResolver(enable_validation=True)
         self._register_errors()
 
-        @resolver.get("/tasks", summary="The task catalogue", responses=_responses(200, models.Catalogue))
+        @resolver.get(
+            "/tasks",
+            summary="The task catalogue",
+            operation_id="listTaskTypes",
+            responses=_responses(200, models.Catalogue),
+        )
         def catalogue() -> models.Catalogue:
             return self._api().catalogue()
 
         @resolver.post(
             "/tasks/launch",
             summary="Launch an operation",
+            operation_id="launchTask",
             status_code=202,
-            responses=_responses(202, models.Launched, 402, 409),
+            responses=_responses(202, models.Launched, 402, 409, links=TASK_LINKS),
         )
         def launch(request: Annotated[models.LaunchRequest, Body()]) -> models.Launched:
             return self._api().launch(request)
 
         @resolver.get(
-            "/tasks/<task_id>", summary="A task's state", responses=_responses(200, models.TaskStatus, 404)
+            "/tasks/<task_id>",
+            summary="A task's state",
+            operation_id="getTask",
+            responses=_responses(200, models.TaskStatus, 404),
         )
         def status(task_id: TaskId) -> models.TaskStatus:
             return self._api().status(task_id)
@@ -112,11 +172,14 @@ class TaskHttpApp:
         @resolver.get(
             "/tasks/<task_id>/events",
             summary="A task's progress events, after a position",
+            operation_id="getTaskEvents",
             responses=_responses(200, models.EventPage, 404),
         )
         def events(
             task_id: TaskId,
-            after: Annotated[str | None, Query(max_length=41, description="the last event id seen")] = None,
+            after: Annotated[
+                str | None, Query(pattern=EVENT_ID_PATTERN, description="the id of the last event seen")
+            ] = None,
             limit: Annotated[int, Query(ge=1, le=500)] = 100,
         ) -> models.EventPage:
             return self._api().events(task_id, after, limit)
@@ -124,6 +187,7 @@ class TaskHttpApp:
         @resolver.delete(
             "/tasks/<task_id>",
             summary="Revoke a task (it stops at its next stage boundary)",
+            operation_id="revokeTask",
             status_code=202,
             responses=_responses(202, models.Revoked, 404, 409),
         )
@@ -133,14 +197,18 @@ class TaskHttpApp:
         @resolver.post(
             "/tasks/<task_id>/retry",
             summary="Relaunch a failed or revoked task (a new task id, the same operation id)",
+            operation_id="retryTask",
             status_code=202,
-            responses=_responses(202, models.Launched, 402, 404, 409),
+            responses=_responses(202, models.Launched, 402, 404, 409, links=TASK_LINKS),
         )
         def retry(task_id: TaskId) -> models.Launched:
             return self._api().retry(task_id)
 
         @resolver.get(
-            "/stats", summary="Queues, workers, recent failures", responses=_responses(200, models.Stats)
+            "/stats",
+            summary="Queues, workers, recent failures",
+            operation_id="getStats",
+            responses=_responses(200, models.Stats),
         )
         def stats() -> models.Stats:
             return self._api().stats()
@@ -158,6 +226,14 @@ class TaskHttpApp:
 
     def handle(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         """Answer one HTTP API (payload v2) event."""
+        refused = _refused_body(event)  # what Powertools would fail on with a 500
+        if refused is not None:
+            return {
+                "statusCode": refused.status_code,
+                "headers": {"Content-Type": content_types.APPLICATION_JSON},
+                "body": json.dumps(refused.body),
+                "isBase64Encoded": False,
+            }
         return self.resolver.resolve(event, context)
 
     def _register_errors(self) -> None:
@@ -165,9 +241,8 @@ class TaskHttpApp:
 
         @resolver.exception_handler(RequestValidationError)
         def invalid_request(error: RequestValidationError) -> Response[Any]:
-            first = error.errors()[0]
-            location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
-            return _error(422, ".".join(location) or "body", str(first.get("msg") or first.get("type")))
+            field, message = _first_problem(error.errors())
+            return _error(422, field, message)
 
         @resolver.exception_handler(InvalidInputError)
         def invalid_input(error: InvalidInputError) -> Response[Any]:

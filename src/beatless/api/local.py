@@ -19,6 +19,7 @@ import hmac
 import json
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -176,9 +177,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
         event = http_api_event(
             self.command, self.path, dict(self.headers.items()), body, self.client_address[0]
         )
-        answer = self.api_server.app.handle(
-            event, LocalContext(FUNCTION_NAME, 512, self.api_server.timeout_seconds)
-        )
+        try:
+            answer = self.api_server.app.handle(
+                event, LocalContext(FUNCTION_NAME, 512, self.api_server.timeout_seconds)
+            )
+        except Exception:  # as API Gateway answers a Lambda that raised; the traceback goes to the log
+            traceback.print_exc()
+            return self._send_json(500, {"error": {"field": None, "message": "internal error"}})
         raw = answer.get("body") or ""
         payload = base64.b64decode(raw) if answer.get("isBase64Encoded") else raw.encode()
         headers = dict(answer.get("headers") or {})
@@ -186,10 +191,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
             headers[name] = ", ".join(values)
         self._send(int(answer["statusCode"]), payload, headers)
 
-    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = do_OPTIONS = _dispatch
-
-    def do_HEAD(self) -> None:
-        self._send_json(405, {"error": {"field": None, "message": "HEAD is not supported"}})
+    def __getattr__(self, name: str) -> Any:
+        # Every method (do_GET, do_QUERY, ...) goes to the handler: it answers 405, with
+        # Allow, for those a path lacks.
+        if name.startswith("do_"):
+            return self._dispatch
+        raise AttributeError(name)
 
     def _send_json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps(body).encode(), {"Content-Type": "application/json", **(headers or {})})

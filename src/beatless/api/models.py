@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 State = Literal["PENDING", "PROGRESS", "SUCCESS", "FAILURE", "REVOKED"]
 FINISHED_STATES: frozenset[str] = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
@@ -43,16 +43,38 @@ class Catalogue(Model):
     tasks: list[CatalogueEntry]
 
 
-class LaunchRequest(Model):
-    task_type: str = Field(min_length=1, max_length=100, description="a `task_type` of `GET /tasks`")
-    params: dict[str, Any] = Field(default_factory=dict, description="valid for the task's `params_schema`")
+class LaunchOptions(Model):
     operation_id: str | None = Field(
         default=None,
         min_length=1,
         max_length=128,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$",
         description="idempotency key; default: derived from the task type and parameters",
     )
     priority: int = Field(default=5, ge=1, le=10, description="1 (lowest) to 10 (most urgent)")
+
+
+def _launch_model(spec: Any) -> type[LaunchOptions]:
+    """The launch body of one task type: its name and its own parameter model."""
+    task_type: Any = Literal[spec.name]  # a literal made at run time, one per catalogue entry
+    return create_model(
+        f"Launch_{spec.name}",
+        __base__=LaunchOptions,
+        task_type=(task_type, Field(description=spec.description)),
+        params=(spec.params, ...),
+    )
+
+
+def _launch_request() -> Any:
+    from beatless.operations.catalogue import OPERATIONS
+
+    variants = tuple(_launch_model(spec) for spec in OPERATIONS)
+    return Annotated[Union[variants], Field(discriminator="task_type")]  # noqa: UP007 (a runtime tuple)
+
+
+# One body per task type (`oneOf`, told apart by `task_type`): the OpenAPI document
+# carries every task's parameter schema, and validation names the task's own fields.
+LaunchRequest = _launch_request()
 
 
 class Launched(Model):

@@ -36,7 +36,8 @@ from beatless.operations.catalogue import OPERATIONS, OperationSpec, operation
 from beatless.operations.progress import DEFAULT_MAX_EVENTS, ProgressEvent, ProgressStream
 from beatless.queues.transport import TransportOptions
 
-_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+EVENT_ID_PATTERN = r"^\d{1,20}-\d{1,20}$"
+_STREAM_ID = re.compile(EVENT_ID_PATTERN)
 MAX_EVENTS_PER_PAGE = 500
 ENDED_EVENT_STATES = frozenset({"succeeded", "failed", "cancelled"})
 SETTLE_SECONDS = 5.0
@@ -81,13 +82,14 @@ class TaskApi:
 
     # -- launch -----------------------------------------------------------------------------
 
-    def launch(self, request: models.LaunchRequest) -> models.Launched:
+    def launch(self, request: Any) -> models.Launched:
+        """`request`: a `models.LaunchRequest` (one task type's body)."""
         from beatless import credits
         from beatless.operations.ids import check_operation_id, derive_operation_id
         from beatless.operations.runtime import parse_params
 
         spec = _spec(request.task_type)
-        params = parse_params(spec, request.params)
+        params = parse_params(spec, request.params.model_dump(mode="json"))
         operation_id = (
             check_operation_id(request.operation_id)
             if request.operation_id is not None
