@@ -47,6 +47,7 @@ from beatless.errors import ConfigurationError
 from beatless.queues.priorities import DEFAULT_CELERY_PRIORITY
 from beatless.workers.settings import DEFAULT_QUEUE, WorkerSettings
 from worker import consumer_state, operations, tasks  # consumer_state registers `beatless_consumer`
+from worker.presence import PresenceStep
 from worker.protection import TaskProtectionStep
 from worker.shutdown import SoftShutdownStep
 
@@ -167,6 +168,7 @@ def create_app(settings: WorkerSettings) -> BeatlessCelery:
     operations.register(app)
     app.steps["worker"].add(StartupCheck)
     app.steps["worker"].add(TaskProtectionStep)
+    app.steps["worker"].add(PresenceStep)
     app.steps["worker"].add(SoftShutdownStep)
     return app
 

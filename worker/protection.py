@@ -120,4 +120,6 @@ class TaskProtectionStep(bootsteps.StartStopStep):
     label = "Beatless task protection"
 
     def create(self, parent: Any) -> ProtectionService:
-        return ProtectionService(parent.app.settings)
+        service = ProtectionService(parent.app.settings)
+        parent.beatless_protection = service  # the presence step reports its state
+        return service

@@ -43,7 +43,8 @@ expiry), ``TASK_PROTECTION_RELEASE_DELAY_SECONDS`` (debounce before
 releasing when idle, default 5), ``TASK_PROTECTION_RETRY_SECONDS`` (after a
 failed call, default 30), ``TASK_PROTECTION_TIMEOUT_SECONDS`` (read timeout
 of an agent call, default 5; connect timeout 2), ``WORKER_METRICS_INTERVAL_SECONDS``
-(default 60), ``WORKER_BUSY_POLL_SECONDS`` (default 0.5).
+(default 60), ``WORKER_BUSY_POLL_SECONDS`` (default 0.5), ``WORKER_PRESENCE_SECONDS`` (how
+often the worker writes its presence line, `beatless.workers.presence`; default 5).
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ class WorkerSettings:
     metrics_namespace: str = DEFAULT_NAMESPACE
     metrics_interval_seconds: float = 60.0
     busy_poll_seconds: float = 0.5
+    presence_seconds: float = 5.0
     broker_password: str | None = field(default=None, repr=False)
     result_backend_password: str | None = field(default=None, repr=False)
 
@@ -176,6 +178,7 @@ class WorkerSettings:
                 env, "WORKER_METRICS_INTERVAL_SECONDS", 60.0, minimum=0.1, maximum=60
             ),
             busy_poll_seconds=env_float(env, "WORKER_BUSY_POLL_SECONDS", 0.5, minimum=0.01, maximum=10),
+            presence_seconds=env_float(env, "WORKER_PRESENCE_SECONDS", 5.0, minimum=0.1, maximum=60),
         )
         settings.check_shutdown()
         settings.check_protection()
