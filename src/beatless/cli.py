@@ -5,6 +5,8 @@ beatless jobs [--markdown]       the registry of scheduled jobs
 beatless job NAME [--event JSON] run one job's Lambda handler here (against $DATABASE_URL)
 beatless db migrate [--dsn URL]  apply the PostgreSQL schema migrations (default: $DATABASE_URL)
 beatless graph-node              one graph node (settings from the environment: beatless.graphs.node.settings)
+beatless api [--port N]          the task API on this machine (beatless.api.commands)
+beatless tasks list|launch|status|follow|revoke|retry|stats   its client
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from beatless.api.commands import add_parsers as add_api_parsers
 from beatless.errors import InvalidInputError
 
 
@@ -128,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     db_migrate = db_sub.add_parser("migrate", help="apply the schema migrations")
     db_migrate.add_argument("--dsn", help="postgresql://... (default: $DATABASE_URL or $DATABASE_SECRET_ARN)")
     db_migrate.set_defaults(func=_db_migrate)
+    add_api_parsers(sub)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

@@ -23,7 +23,7 @@ from aws_cdk import aws_sns as sns
 from beatless import metrics
 from beatless.errors import ConfigurationError
 from beatless.events import SCHEDULER_INPUT
-from beatless.jobs import DAY, DEPLOY_FUNCTIONS, HOUR, JOBS, MINUTE, Job, MonthlyTime, Need, build_jobs
+from beatless.jobs import API_FUNCTIONS, DAY, DEPLOY_FUNCTIONS, HOUR, JOBS, MINUTE, Job, MonthlyTime, Need, build_jobs
 from beatless.jobs.schedules import Rate, Schedule, missed_run_window_seconds, needs_watchdog, parse_schedule
 from beatless.watchdog import parse_watched_jobs
 from infra.components.job_grants import JobResources
@@ -580,8 +580,8 @@ def test_graph_plane_grants_follow_the_jobs_needs(case: tuple[Any, Job]) -> None
 
 def test_registry_names_match_the_lambda_entry_points() -> None:
     stems = {p.stem for p in (REPO_ROOT / "bin" / "lambda").glob("*.py")}
-    assert {job.name for job in JOBS} | set(DEPLOY_FUNCTIONS) == stems
-    assert not {job.name for job in JOBS} & set(DEPLOY_FUNCTIONS)
+    assert {job.name for job in JOBS} | set(DEPLOY_FUNCTIONS) | set(API_FUNCTIONS) == stems
+    assert not {job.name for job in JOBS} & (set(DEPLOY_FUNCTIONS) | set(API_FUNCTIONS))
 
 
 def test_every_registry_job_has_console_test_events() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from beatless.jobs.periods import PeriodKind
 from beatless.jobs.registry import (
+    API_FUNCTIONS,
     DEPLOY_FUNCTIONS,
     GRAPH_ALLOCATION_DELAY_MINUTES,
     JOBS,
@@ -29,6 +30,7 @@ from beatless.jobs.registry import (
 from beatless.jobs.schedules import DAY, HOUR, MINUTE, MonthlyTime, Schedule
 
 __all__ = [
+    "API_FUNCTIONS",
     "DAY",
     "DEPLOY_FUNCTIONS",
     "GRAPH_ALLOCATION_DELAY_MINUTES",

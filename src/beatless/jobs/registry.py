@@ -454,6 +454,8 @@ JOBS: tuple[Job, ...] = build_jobs()
 
 # Lambdas in bin/lambda/ that are not scheduled: CloudFormation runs them on deploy.
 DEPLOY_FUNCTIONS: tuple[str, ...] = ("db_migrate",)
+# Lambdas in bin/lambda/ behind API Gateway (the task API: `beatless.api`).
+API_FUNCTIONS: tuple[str, ...] = ("task_api",)
 
 
 def job(name: str) -> Job:
