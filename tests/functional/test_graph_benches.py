@@ -23,6 +23,7 @@ pytestmark = pytest.mark.slow
         ["ingestion.py", "--smoke"],
         ["communities.py", "--smoke"],
         ["progress_latency.py", "--smoke"],
+        ["task_api.py", "--smoke"],
     ],
     ids=lambda c: c[0].removesuffix(".py"),
 )

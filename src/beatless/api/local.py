@@ -144,6 +144,9 @@ def _handler_class(server: TaskApiServer) -> type[BaseHTTPRequestHandler]:
 class _RequestHandler(BaseHTTPRequestHandler):
     api_server: TaskApiServer  # set on the subclass each server makes
     protocol_version = "HTTP/1.1"
+    # Headers and body leave in two writes: with Nagle's algorithm the second waits for
+    # the client's delayed ACK (40 ms on Linux loopback).
+    disable_nagle_algorithm = True
     server_version = "beatless-task-api"
 
     def log_message(self, format: str, *args: Any) -> None:
