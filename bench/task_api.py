@@ -5,7 +5,7 @@ peer doing the same work, and the API Lambda's first request.
     .venv/bin/python bench/task_api.py --smoke       # 50
 
 A throwaway Redis and PostgreSQL (migrated; one graph with credits). Beatless: the local
-server (`beatless.api.local`: each request becomes the HTTP API v2 event the Lambda gets
+server (`beatless.local.api_server`: each request becomes the HTTP API v2 event the Lambda gets
 and goes through Powertools' resolver, validation and `TaskApi`). The peer: a FastAPI app
 built here, served by Uvicorn, whose two routes take the same pydantic body and call the
 same `TaskApi.launch` / `TaskApi.status` — the same Redis and PostgreSQL work, so the
@@ -87,7 +87,7 @@ def cold_start(env: dict[str, str]) -> tuple[float, float]:
         "t0 = time.perf_counter()",
         "import task_api",
         "t1 = time.perf_counter()",
-        "from beatless.api.local import http_api_event",
+        "from beatless.local.api_server import http_api_event",
         "from beatless.local.context import LocalContext",
         "event, context = http_api_event('GET', '/tasks/nope', {}, b''), LocalContext('task_api', 512, 30)",
         "answer = task_api.handler(event, context)",
@@ -118,8 +118,8 @@ def main() -> int:
     from beatless import credits
     from beatless.api.app import TaskHttpApp
     from beatless.api.environment import task_api
-    from beatless.api.local import TaskApiServer
     from beatless.db.migrate import migrate
+    from beatless.local.api_server import TaskApiServer
     from beatless.local.servers import PostgresServer, RedisServer, free_port
 
     with RedisServer() as broker, PostgresServer() as postgres:

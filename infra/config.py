@@ -282,6 +282,14 @@ class GraphConfig:
 
 
 @dataclass(frozen=True)
+class ApiConfig:
+    """The task API's HTTP API stage: requests per second and burst across all callers."""
+
+    throttle_rate: float = 50.0
+    throttle_burst: int = 100
+
+
+@dataclass(frozen=True)
 class LambdaSource:
     """Where the Lambda bundle is built from."""
 
@@ -306,6 +314,7 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     graph: GraphConfig = field(default_factory=GraphConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     test_event_registry: str = "create"
     events_dir: Path = REPO_ROOT / "events"
 
@@ -383,6 +392,10 @@ class Config:
             database=database,
             storage=StorageConfig(bucket_name=bucket),
             graph=_graph(get),
+            api=ApiConfig(
+                throttle_rate=float(_int(get, "apiThrottleRate", int(ApiConfig.throttle_rate), minimum=1)),
+                throttle_burst=_int(get, "apiThrottleBurst", ApiConfig.throttle_burst, minimum=1),
+            ),
             test_event_registry=registry,
         )
 

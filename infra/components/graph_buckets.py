@@ -149,6 +149,25 @@ class GraphBuckets(Construct):
         )
         return policy
 
+    def api_estimates_policy(self) -> iam.ManagedPolicy:
+        """The task API's cost estimates: the size of each uploaded file of a batch (HEAD needs
+        s3:GetObject) and a staged batch's manifest (its rows). Nothing else, no listing."""
+        uploads = self.uploads.arn_for_objects("*")
+        manifests = self.staging.arn_for_objects("ingest/*/manifest.json")
+        policy = iam.ManagedPolicy(
+            self,
+            "TaskApiEstimates",
+            description="Beatless task API: size uploads (HEAD) and read staged batches' manifests",
+            statements=[iam.PolicyStatement(actions=["s3:GetObject"], resources=[uploads, manifests])],
+        )
+        self._acknowledge_objects(
+            policy,
+            [(self.uploads, "*"), (self.staging, "ingest/*/manifest.json")],
+            "A launch names its uploaded files and batch at run time; the API only sizes them "
+            "and reads staged manifests to estimate an operation's cost.",
+        )
+        return policy
+
     @staticmethod
     def _acknowledge_objects(
         policy: iam.ManagedPolicy, objects: list[tuple[s3.Bucket, str]], reason: str

@@ -1,7 +1,7 @@
 """Composes the Beatless stacks from a `Config`.
 
-network -> broker -> data -> monitoring -> graph -> worker -> jobs: each stack
-only points "down" this list (monitoring refers to nothing; graph only to the
+network -> broker -> data -> monitoring -> graph -> worker -> jobs -> api: each
+stack only points "down" this list (monitoring refers to nothing; graph only to the
 network), so there are no cycles. The worker tasks and the jobs that call the
 graph nodes join the graph stack's client group; nothing in the graph stack
 refers to them. The worker's operations reach the data stack's database and the
@@ -23,8 +23,10 @@ from infra.components.job_grants import (
     RetentionAccess,
     WorkerServiceAccess,
 )
+from infra.components.task_api import TaskApiAccess
 from infra.components.worker_operations import WorkerOperationsAccess
 from infra.config import RETENTION_DAYS, Config
+from infra.stacks.api import ApiStack
 from infra.stacks.broker import BrokerStack
 from infra.stacks.data import DataStack
 from infra.stacks.graph import GraphStack
@@ -43,13 +45,30 @@ class BeatlessStacks:
     graph: GraphStack
     worker: WorkerStack
     jobs: ScheduledJobsStack
+    api: ApiStack
 
     def all(
         self,
     ) -> tuple[
-        NetworkStack, BrokerStack, DataStack, MonitoringStack, GraphStack, WorkerStack, ScheduledJobsStack
+        NetworkStack,
+        BrokerStack,
+        DataStack,
+        MonitoringStack,
+        GraphStack,
+        WorkerStack,
+        ScheduledJobsStack,
+        ApiStack,
     ]:
-        return (self.network, self.broker, self.data, self.monitoring, self.graph, self.worker, self.jobs)
+        return (
+            self.network,
+            self.broker,
+            self.data,
+            self.monitoring,
+            self.graph,
+            self.worker,
+            self.jobs,
+            self.api,
+        )
 
 
 def build(app: App, config: Config) -> BeatlessStacks:
@@ -152,7 +171,25 @@ def build(app: App, config: Config) -> BeatlessStacks:
             "the jobs verify the database certificate against the public trust store, which "
             "refuses a direct RDS instance (they never connect unverified).",
         )
-    stacks = BeatlessStacks(network, broker, data, monitoring, graph, worker, jobs)
+    api = ApiStack(
+        app,
+        f"{p}Api",
+        env=env,
+        config=config.api,
+        source=config.lambda_source,
+        access=TaskApiAccess(
+            broker=resources.broker,  # type: ignore[arg-type]
+            database=data.database.access,
+            graph_registry=graph.registry.access,
+            uploads_bucket_name=graph.buckets.uploads.bucket_name,
+            staging_bucket_name=graph.buckets.staging.bucket_name,
+            estimates_policy=graph.api_estimates_policy,
+        ),
+        alarm_topic=monitoring.alarms.topic,
+        log_retention=retention,
+        database_ca_bundle=config.database.ca_bundle,
+    )
+    stacks = BeatlessStacks(network, broker, data, monitoring, graph, worker, jobs, api)
     for stack in stacks.all():
         Tags.of(stack).add("project", "beatless")
     return stacks

@@ -48,6 +48,7 @@ class GraphStack(Stack):
         self.buckets = GraphBuckets(self, "Buckets", config=config)
         self.worker_bucket_policy = self.buckets.worker_policy()
         self.ingestion_reader_policy = self.buckets.ingestion_reader_policy()
+        self.api_estimates_policy = self.buckets.api_estimates_policy()
         self.retention_policy = self.buckets.retention_policy(self.registry.access.graph_table_arn)
         self.api_key = GraphApiKey(self, "ApiKey")
         self.client_security_group = client_security_group(

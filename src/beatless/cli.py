@@ -5,7 +5,7 @@ beatless jobs [--markdown]       the registry of scheduled jobs
 beatless job NAME [--event JSON] run one job's Lambda handler here (against $DATABASE_URL)
 beatless db migrate [--dsn URL]  apply the PostgreSQL schema migrations (default: $DATABASE_URL)
 beatless graph-node              one graph node (settings from the environment: beatless.graphs.node.settings)
-beatless api [--port N]          the task API on this machine (beatless.api.commands)
+beatless api [--port N]          the task API on this machine (beatless.local.api_commands)
 beatless tasks list|launch|status|follow|revoke|retry|stats   its client
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from beatless.api.commands import add_parsers as add_api_parsers
 from beatless.errors import InvalidInputError
+from beatless.local.api_commands import add_parsers as add_api_parsers
 
 
 def _local(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from beatless.errors import ConfigurationError
-from beatless.jobs import DEPLOY_FUNCTIONS, JOBS
+from beatless.jobs import API_FUNCTIONS, DEPLOY_FUNCTIONS, JOBS
 from infra.components.lambda_bundle import EXCLUDED, LambdaBundle, package_files
 from infra.config import LambdaSource
 
@@ -41,6 +41,7 @@ def test_all_functions_share_one_asset(synth: Any) -> None:
     assert {f["Handler"] for f in ours} == {
         *(f"{job.name}.handler" for job in synth.config.jobs),
         "db_migrate.handler",
+        *(f"{name}.handler" for name in API_FUNCTIONS),
     }
     assert len({json.dumps(f["Code"], sort_keys=True) for f in ours}) == 1
     # The only other function is CDK's custom-resource framework (Node.js) for the migration.
@@ -50,13 +51,13 @@ def test_all_functions_share_one_asset(synth: Any) -> None:
 
 def test_asset_holds_handlers_beatless_and_cp312_manylinux_dependencies(synth: Any) -> None:
     asset = _asset_dir(synth)
-    for name in [job.name for job in JOBS] + list(DEPLOY_FUNCTIONS):
+    for name in [job.name for job in JOBS] + list(DEPLOY_FUNCTIONS) + list(API_FUNCTIONS):
         assert (asset / f"{name}.py").is_file()
     assert (asset / "beatless" / "__init__.py").is_file()
     assert (asset / "beatless" / "jobs" / "registry.py").read_bytes() == (
         REPO_ROOT / "src" / "beatless" / "jobs" / "registry.py"
     ).read_bytes()
-    for package in ("aws_lambda_powertools", "redis", "boto3", "psycopg"):
+    for package in ("aws_lambda_powertools", "redis", "boto3", "psycopg", "pydantic", "pydantic_core"):
         assert (asset / package).is_dir(), package
     # Compiled extensions, if any, are for CPython 3.12 on Linux x86_64 only.
     for extension in asset.rglob("*.so"):

@@ -23,7 +23,18 @@ from aws_cdk import aws_sns as sns
 from beatless import metrics
 from beatless.errors import ConfigurationError
 from beatless.events import SCHEDULER_INPUT
-from beatless.jobs import API_FUNCTIONS, DAY, DEPLOY_FUNCTIONS, HOUR, JOBS, MINUTE, Job, MonthlyTime, Need, build_jobs
+from beatless.jobs import (
+    API_FUNCTIONS,
+    DAY,
+    DEPLOY_FUNCTIONS,
+    HOUR,
+    JOBS,
+    MINUTE,
+    Job,
+    MonthlyTime,
+    Need,
+    build_jobs,
+)
 from beatless.jobs.schedules import Rate, Schedule, missed_run_window_seconds, needs_watchdog, parse_schedule
 from beatless.watchdog import parse_watched_jobs
 from infra.components.job_grants import JobResources

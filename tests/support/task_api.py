@@ -10,7 +10,7 @@ import httpx
 
 from beatless.api.app import TaskHttpApp
 from beatless.api.environment import task_api
-from beatless.api.local import TaskApiServer
+from beatless.local.api_server import TaskApiServer
 
 TOKEN = "test-token-0123456789abcdef"
 

@@ -2,7 +2,7 @@
 (payload v2) events, validating requests and answers against `beatless.api.models`
 and generating the OpenAPI document (`GET /openapi.json`) from the same code.
 
-The Lambda (`bin/lambda/task_api.py`) and the local server (`beatless.api.local`) both
+The Lambda (`bin/lambda/task_api.py`) and the local server (`beatless.local.api_server`) both
 call `TaskHttpApp.handle` with a v2 event: one code path. Every error answers
 `{"error": {"field", "message"}}`: 422 for bad input (the field named), 402 when the
 paying account lacks the credits, 404 for an unknown task, 405 (with `Allow`) for a

@@ -31,7 +31,7 @@ def task_api(env: Mapping[str, str]) -> TaskApi:
     from beatless.queues.connection import BrokerSettings, broker_for
 
     settings = BrokerSettings.from_env({**env, "QUEUES": env.get("QUEUES") or DEFAULT_QUEUES})
-    secretsmanager = client("secretsmanager") if settings.password_secret_arn else None
+    secretsmanager = _OnFirstUse(lambda: client("secretsmanager")) if settings.password_secret_arn else None
     broker = broker_for(settings, secretsmanager)
     resources = OperationResources(env, progress_client=broker.client)
     return TaskApi(
@@ -41,6 +41,20 @@ def task_api(env: Mapping[str, str]) -> TaskApi:
         resources=resources,
         transport=settings.transport,
     )
+
+
+class _OnFirstUse:
+    """A client made on its first use: the broker's secret is fetched by the first request
+    that needs Redis, not while the Lambda imports."""
+
+    def __init__(self, make: Any) -> None:
+        self._make = make
+        self._made: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._made is None:
+            self._made = self._make()
+        return getattr(self._made, name)
 
 
 def from_environ() -> TaskApi:

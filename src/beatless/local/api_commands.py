@@ -72,7 +72,7 @@ def client_from_env(env: Any = os.environ) -> TaskApiClient:
 def serve(args: argparse.Namespace) -> int:
     from beatless.api.app import TaskHttpApp
     from beatless.api.environment import from_environ
-    from beatless.api.local import TaskApiServer
+    from beatless.local.api_server import TaskApiServer
 
     token = os.environ.get("BEATLESS_API_TOKEN") or secrets.token_urlsafe(24)
     server = TaskApiServer(TaskHttpApp(from_environ), from_environ, token, host=args.host, port=args.port)
