@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +71,13 @@ class ConsoleTestEvents(Construct):
         functions: Mapping[str, lambda_.IFunction],
         events_dir: Path,
         create_registry: bool,
+        known: Collection[str] = (),
     ):
+        """`functions`: those of this stack whose events to deploy; `known`: every Lambda of
+        the app (another stack deploys the rest's events)."""
         super().__init__(scope, id)
-        stale = sorted(p.name for p in events_dir.iterdir() if p.is_dir() and p.name not in functions)
+        names = {*functions, *known}
+        stale = sorted(p.name for p in events_dir.iterdir() if p.is_dir() and p.name not in names)
         if stale:
             raise ConfigurationError(
                 f"{events_dir}: test events for functions that do not exist: {', '.join(stale)}"

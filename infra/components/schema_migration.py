@@ -27,11 +27,12 @@ from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from beatless.errors import ConfigurationError
+from beatless.jobs import FUNCTION_LIMITS
 from infra.components.database import DatabaseAccess
 from infra.components.lambda_role import lambda_execution_role
 
 HANDLER = "db_migrate"
-TIMEOUT_SECONDS = 600
+TIMEOUT_SECONDS = FUNCTION_LIMITS[HANDLER].timeout_seconds
 # Statements of a migration may run long; keep them under the function's timeout.
 STATEMENT_TIMEOUT_MS = (TIMEOUT_SECONDS - 30) * 1000
 
@@ -88,7 +89,7 @@ class SchemaMigration(Construct):
             handler=f"{HANDLER}.handler",
             code=code,
             timeout=Duration.seconds(TIMEOUT_SECONDS),
-            memory_size=512,
+            memory_size=FUNCTION_LIMITS[HANDLER].memory_mb,
             environment={**database.environment, "STATEMENT_TIMEOUT_MS": str(STATEMENT_TIMEOUT_MS)},
             role=role,
             log_group=self.log_group,

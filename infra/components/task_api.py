@@ -29,14 +29,15 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
+from beatless.jobs import FUNCTION_LIMITS
 from infra.components.database import DatabaseAccess
 from infra.components.graph_registry import GraphRegistryAccess
 from infra.components.job_grants import BrokerAccess, Grant
 from infra.components.lambda_role import lambda_execution_role
 
 HANDLER = "task_api"
-TIMEOUT_SECONDS = 29  # HTTP API integrations time out at 30 s
-MEMORY_MB = 512
+TIMEOUT_SECONDS = FUNCTION_LIMITS[HANDLER].timeout_seconds
+MEMORY_MB = FUNCTION_LIMITS[HANDLER].memory_mb
 ACCESS_LOG_FORMAT = {
     "requestId": "$context.requestId",
     "ip": "$context.identity.sourceIp",

@@ -13,7 +13,8 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from beatless.jobs import API_FUNCTIONS
+from beatless.jobs import API_FUNCTIONS, DEPLOY_FUNCTIONS, JOBS
+from infra.components.console_test_events import ConsoleTestEvents
 from infra.components.database import CA_BUNDLE_IN_ASSET
 from infra.components.lambda_bundle import lambda_code
 from infra.components.task_api import HANDLER, TaskApi, TaskApiAccess
@@ -30,6 +31,7 @@ class ApiStack(Stack):
         *,
         config: ApiConfig,
         source: LambdaSource,
+        events_dir: Path,
         access: TaskApiAccess,
         alarm_topic: sns.ITopic,
         log_retention: logs.RetentionDays,
@@ -47,5 +49,14 @@ class ApiStack(Stack):
             log_retention=log_retention,
             throttle_rate=config.throttle_rate,
             throttle_burst=config.throttle_burst,
+        )
+        # Into the registry the jobs stack creates or references (the app deploys this stack after it).
+        self.test_events = ConsoleTestEvents(
+            self,
+            "TestEvents",
+            functions={HANDLER: self.task_api.function},
+            events_dir=events_dir,
+            create_registry=False,
+            known=[job.name for job in JOBS] + list(DEPLOY_FUNCTIONS),
         )
         CfnOutput(self, "TaskApiUrl", value=self.task_api.url, description="The task API (SigV4, IAM)")

@@ -177,6 +177,7 @@ def build(app: App, config: Config) -> BeatlessStacks:
         env=env,
         config=config.api,
         source=config.lambda_source,
+        events_dir=config.events_dir,
         access=TaskApiAccess(
             broker=resources.broker,  # type: ignore[arg-type]
             database=data.database.access,
@@ -189,6 +190,7 @@ def build(app: App, config: Config) -> BeatlessStacks:
         log_retention=retention,
         database_ca_bundle=config.database.ca_bundle,
     )
+    api.add_dependency(jobs)  # the test-event registry, when the jobs stack creates it
     stacks = BeatlessStacks(network, broker, data, monitoring, graph, worker, jobs, api)
     for stack in stacks.all():
         Tags.of(stack).add("project", "beatless")

@@ -23,7 +23,7 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from beatless.errors import ConfigurationError
-from beatless.jobs import DEPLOY_FUNCTIONS, Job, Need
+from beatless.jobs import API_FUNCTIONS, DEPLOY_FUNCTIONS, Job, Need
 from beatless.jobs.schedules import needs_watchdog
 from infra.components.console_test_events import ConsoleTestEvents
 from infra.components.database import CA_BUNDLE_IN_ASSET
@@ -133,4 +133,5 @@ class ScheduledJobsStack(Stack):
             functions=functions,
             events_dir=events_dir,
             create_registry=create_test_event_registry,
+            known=API_FUNCTIONS,  # the API stack deploys the task API's events
         )

@@ -3,6 +3,7 @@
 beatless local [--tasks N] ...   the autoscaling loop on this machine (README command 1)
 beatless jobs [--markdown]       the registry of scheduled jobs
 beatless job NAME [--event JSON] run one job's Lambda handler here (against $DATABASE_URL)
+beatless invoke NAME [--event FILE | --event-json JSON]   any Lambda, as the console's Test does
 beatless db migrate [--dsn URL]  apply the PostgreSQL schema migrations (default: $DATABASE_URL)
 beatless graph-node              one graph node (settings from the environment: beatless.graphs.node.settings)
 beatless api [--port N]          the task API on this machine (beatless.local.api_commands)
@@ -76,21 +77,34 @@ def _db_migrate(args: argparse.Namespace) -> int:
 
 
 def _job(args: argparse.Namespace) -> int:
-    """Run one registry job's Lambda handler here, against $DATABASE_URL etc."""
+    """Run one registry job's Lambda handler here, against $DATABASE_URL etc.; print its summary."""
     import json
 
-    from beatless.jobs import job
-    from beatless.local.context import LocalContext
-    from beatless.local.handlers import entry_point_handler
+    from beatless.jobs import JOBS
+    from beatless.local.invoke import invoke
 
-    entry = job(args.name)
-    handler = entry_point_handler(entry.name)
+    if args.name not in {j.name for j in JOBS}:
+        raise InvalidInputError("name", f"no scheduled job {args.name!r} (see `beatless jobs`)")
     try:
         event = json.loads(args.event) if args.event else {}
     except json.JSONDecodeError as exc:
         raise InvalidInputError("--event", f"is not valid JSON ({exc.msg})") from None
-    print(json.dumps(handler(event, LocalContext.for_job(entry)), indent=2, default=str))
+    done = invoke(args.name, event)
+    if done.logs.strip():
+        sys.stderr.write(done.logs)
+    if done.error is not None:
+        print(json.dumps(done.error, indent=2), file=sys.stderr)
+        return 1
+    print(json.dumps(done.result, indent=2, default=str))
     return 0
+
+
+def _invoke(args: argparse.Namespace) -> int:
+    from beatless.local.invoke import invoke, load_event, report
+
+    done = invoke(args.name, load_event(args.name, args.event, args.event_json))
+    report(done)
+    return 0 if done.ok else 1
 
 
 def _graph_node(args: argparse.Namespace) -> int:
@@ -124,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     run_job.add_argument("name", help="a registry job name (see `beatless jobs`)")
     run_job.add_argument("--event", help="the event as JSON, e.g. '{\"dry_run\": true}' (default {})")
     run_job.set_defaults(func=_job)
+    invoke = sub.add_parser("invoke", help="run any Lambda's handler here as the console's Test button does")
+    invoke.add_argument("name", help="a file of bin/lambda/ (a job, db_migrate, task_api)")
+    invoke.add_argument("--event", help="an event file (default events/<name>/minimal.json, else {})")
+    invoke.add_argument("--event-json", help="the event as JSON text")
+    invoke.set_defaults(func=_invoke)
     node = sub.add_parser("graph-node", help="run one graph node (LadybugDB behind its HTTP API)")
     node.set_defaults(func=_graph_node)
     db = sub.add_parser("db", help="the PostgreSQL database")

@@ -601,7 +601,11 @@ def test_every_registry_job_has_console_test_events() -> None:
 
 
 def _schemas(synth: Any) -> dict[str, dict[str, Any]]:
-    return synth.resources("AWS::EventSchemas::Schema", synth.stacks.jobs)  # type: ignore[no-any-return]
+    """The test-event schemas of the jobs stack and the API stack."""
+    return {
+        **synth.resources("AWS::EventSchemas::Schema", synth.stacks.jobs),
+        **synth.resources("AWS::EventSchemas::Schema", synth.stacks.api),
+    }
 
 
 def test_every_console_test_event_is_deployed_as_a_shareable_test_event(
@@ -609,6 +613,7 @@ def test_every_console_test_event_is_deployed_as_a_shareable_test_event(
 ) -> None:
     for app in (synth, synth_variant):
         functions = {name: built.function for name, built in app.stacks.jobs.jobs.items()}
+        functions["task_api"] = app.stacks.api.task_api.function
         if app.stacks.jobs.migration is not None:
             functions["db_migrate"] = app.stacks.jobs.migration.function
         by_function = {}
@@ -642,8 +647,12 @@ def test_the_test_event_registry_is_created_and_kept_or_referenced(synth: Any, s
     )
     assert registry["Properties"]["RegistryName"] == "lambda-testevent-schemas"
     assert registry["DeletionPolicy"] == "Retain"  # other functions' events live there too
-    for schema in _schemas(synth).values():
+    for schema in synth.resources("AWS::EventSchemas::Schema", synth.stacks.jobs).values():
         assert schema["RegistryName"] == {"Fn::GetAtt": [registry_id, "RegistryName"]}
+    # The API stack's events go into it by name, deployed after the stack that creates it.
+    for schema in synth.resources("AWS::EventSchemas::Schema", synth.stacks.api).values():
+        assert schema["RegistryName"] == "lambda-testevent-schemas"
+    assert synth.stacks.jobs in synth.stacks.api.dependencies
     assert synth_variant.resources("AWS::EventSchemas::Registry") == {}
     for schema in _schemas(synth_variant).values():
         assert schema["RegistryName"] == "lambda-testevent-schemas"

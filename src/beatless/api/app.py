@@ -33,9 +33,10 @@ from beatless.api.service import (
     NotFoundError,
     PaymentRequiredError,
     TaskApi,
+    catalogue,
 )
 from beatless.credits.errors import IdempotencyConflictError, InsufficientCreditsError
-from beatless.errors import InvalidInputError
+from beatless.errors import ConfigurationError, InvalidInputError
 from beatless.operations.catalogue import OPERATIONS
 
 TITLE = "Beatless task API"
@@ -136,7 +137,7 @@ class TaskHttpApp:
     """The resolver with its routes over one `TaskApi` (built on first use)."""
 
     def __init__(self, api: Callable[[], TaskApi]) -> None:
-        self._api = api
+        self._make_api = api
         self._openapi: str | None = None
         self.resolver = resolver = APIGatewayHttpResolver(enable_validation=True)
         self._register_errors()
@@ -147,8 +148,8 @@ class TaskHttpApp:
             operation_id="listTaskTypes",
             responses=_responses(200, models.Catalogue),
         )
-        def catalogue() -> models.Catalogue:
-            return self._api().catalogue()
+        def list_task_types() -> models.Catalogue:
+            return catalogue()
 
         @resolver.post(
             "/tasks/launch",
@@ -216,6 +217,14 @@ class TaskHttpApp:
         @resolver.get("/openapi.json", include_in_schema=False)
         def openapi() -> Response[str]:
             return Response(200, content_types.APPLICATION_JSON, self.openapi_json())
+
+    def _api(self) -> TaskApi:
+        """The routes' core. A bad environment is the deployment's fault, not the caller's: it
+        raises (a 500, and the function's Errors alarm), never a 4xx naming a variable."""
+        try:
+            return self._make_api()
+        except InvalidInputError as error:
+            raise ConfigurationError(f"the task API's environment: {error}") from error
 
     def openapi_json(self) -> str:
         if self._openapi is None:

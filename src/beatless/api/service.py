@@ -75,11 +75,6 @@ class TaskApi:
     transport: TransportOptions = field(default_factory=TransportOptions)
     clock: Callable[[], float] = time.time
 
-    # -- the catalogue ----------------------------------------------------------------------
-
-    def catalogue(self) -> models.Catalogue:
-        return models.Catalogue(tasks=[models.CatalogueEntry(**spec.describe()) for spec in OPERATIONS])
-
     # -- launch -----------------------------------------------------------------------------
 
     def launch(self, request: Any) -> models.Launched:
@@ -323,6 +318,11 @@ class TaskApi:
                 models.Failure(operation_id=r[0], task_type=r[1], error=r[2], finished_at=r[3]) for r in rows
             ],
         )
+
+
+def catalogue() -> models.Catalogue:
+    """Every launchable task (static: it needs no connection)."""
+    return models.Catalogue(tasks=[models.CatalogueEntry(**spec.describe()) for spec in OPERATIONS])
 
 
 def _spec(task_type: str) -> OperationSpec:

@@ -17,6 +17,7 @@ from beatless.jobs.periods import PeriodKind
 from beatless.jobs.registry import (
     API_FUNCTIONS,
     DEPLOY_FUNCTIONS,
+    FUNCTION_LIMITS,
     GRAPH_ALLOCATION_DELAY_MINUTES,
     JOBS,
     MONTHLY_ALLOCATION,
@@ -33,6 +34,7 @@ __all__ = [
     "API_FUNCTIONS",
     "DAY",
     "DEPLOY_FUNCTIONS",
+    "FUNCTION_LIMITS",
     "GRAPH_ALLOCATION_DELAY_MINUTES",
     "HOUR",
     "JOBS",

@@ -458,6 +458,22 @@ DEPLOY_FUNCTIONS: tuple[str, ...] = ("db_migrate",)
 API_FUNCTIONS: tuple[str, ...] = ("task_api",)
 
 
+@dataclass(frozen=True)
+class FunctionLimits:
+    """Memory and timeout of a Lambda that is not a registry job (infra deploys it with these;
+    `beatless invoke` gives its local context the same deadline)."""
+
+    memory_mb: int
+    timeout_seconds: int
+
+
+FUNCTION_LIMITS: dict[str, FunctionLimits] = {
+    "db_migrate": FunctionLimits(memory_mb=512, timeout_seconds=600),
+    "task_api": FunctionLimits(memory_mb=512, timeout_seconds=29),  # HTTP API integrations end at 30 s
+}
+assert set(FUNCTION_LIMITS) == {*DEPLOY_FUNCTIONS, *API_FUNCTIONS}
+
+
 def job(name: str) -> Job:
     """The registry entry called `name` (KeyError names the unknown job)."""
     for entry in JOBS:

@@ -1,4 +1,4 @@
-"""A registry job's Lambda handler, loaded from its entry point file (a source checkout)."""
+"""A Lambda's handler, loaded from its entry point file `bin/lambda/<name>.py` (a source checkout)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from beatless.errors import InvalidInputError
-from beatless.jobs import job
 
 CHECKOUT = Path(__file__).resolve().parents[3]
 
 
 def entry_point_handler(name: str) -> Any:
-    entry = job(name)
-    path = CHECKOUT / entry.entry_point
+    path = CHECKOUT / "bin" / "lambda" / f"{name}.py"
     if not path.exists():
-        raise InvalidInputError("name", f"{entry.entry_point} not found: run from a source checkout")
-    spec = importlib.util.spec_from_file_location(entry.name, path)
+        raise InvalidInputError("name", f"bin/lambda/{name}.py not found: run from a source checkout")
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
