@@ -4,6 +4,7 @@ beatless local [--tasks N] ...   the autoscaling loop on this machine (README co
 beatless jobs [--markdown]       the registry of scheduled jobs
 beatless job NAME [--event JSON] run one job's Lambda handler here (against $DATABASE_URL)
 beatless invoke NAME [--event FILE | --event-json JSON]   any Lambda, as the console's Test does
+beatless schedule [--speed N] [--hours H] [--jobs a,b]   the registry's schedules fired here
 beatless db migrate [--dsn URL]  apply the PostgreSQL schema migrations (default: $DATABASE_URL)
 beatless graph-node              one graph node (settings from the environment: beatless.graphs.node.settings)
 beatless api [--port N]          the task API on this machine (beatless.local.api_commands)
@@ -99,6 +100,45 @@ def _job(args: argparse.Namespace) -> int:
     return 0
 
 
+def _schedule(args: argparse.Namespace) -> int:
+    """Fire the registry jobs on their schedules, here, on a simulated clock."""
+    from datetime import UTC, datetime, timedelta
+
+    from beatless.jobs import JOBS
+    from beatless.local.invoke import invoke
+    from beatless.local.scheduler import Run, SchedulerLoop, SimulatedClock
+
+    names = set(args.jobs.split(",")) if args.jobs else {j.name for j in JOBS}
+    unknown = names - {j.name for j in JOBS}
+    if unknown:
+        raise InvalidInputError("--jobs", f"not registry jobs: {', '.join(sorted(unknown))}")
+    if args.speed <= 0 or args.hours <= 0:
+        raise InvalidInputError("--speed/--hours", "must be positive")
+    try:
+        start = datetime.fromisoformat(args.start) if args.start else datetime.now(UTC)
+    except ValueError:
+        raise InvalidInputError("--from", f"not an ISO time: {args.start!r}") from None
+    start = start if start.tzinfo else start.replace(tzinfo=UTC)
+
+    def fire(name: str, event: dict[str, object]) -> tuple[bool, object]:
+        done = invoke(name, event)
+        return done.ok, done.result if done.ok else done.error
+
+    def show(run: Run) -> None:
+        label = f"{run.fire.job}:{run.fire.label}" if run.fire.label else run.fire.job
+        verdict = "ok" if run.ok else f"FAILED {run.result}"[:200]
+        print(f"{run.fire.at:%Y-%m-%d %H:%M} {label:<38} {run.seconds * 1000:6.0f} ms {verdict}", flush=True)
+
+    loop = SchedulerLoop([j for j in JOBS if j.name in names], fire, SimulatedClock(start, args.speed))
+    try:
+        runs = loop.run(start + timedelta(hours=args.hours), on_run=show)
+    except KeyboardInterrupt:
+        runs = loop.runs
+    failed = sum(1 for run in runs if not run.ok)
+    print(f"{len(runs)} runs, {failed} failed: {loop.counts()}")
+    return 1 if failed else 0
+
+
 def _invoke(args: argparse.Namespace) -> int:
     from beatless.local.invoke import invoke, load_event, report
 
@@ -143,6 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     invoke.add_argument("--event", help="an event file (default events/<name>/minimal.json, else {})")
     invoke.add_argument("--event-json", help="the event as JSON text")
     invoke.set_defaults(func=_invoke)
+    schedule = sub.add_parser(
+        "schedule", help="fire the registry jobs on their schedules here (simulated clock)"
+    )
+    schedule.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second (60)")
+    schedule.add_argument("--hours", type=float, default=24.0, help="simulated hours to run (24)")
+    schedule.add_argument("--from", dest="start", help="simulated start, ISO (default: now)")
+    schedule.add_argument("--jobs", help="comma-separated registry jobs (default: all)")
+    schedule.set_defaults(func=_schedule)
     node = sub.add_parser("graph-node", help="run one graph node (LadybugDB behind its HTTP API)")
     node.set_defaults(func=_graph_node)
     db = sub.add_parser("db", help="the PostgreSQL database")

@@ -6,6 +6,7 @@ Standard library only (the registry, the CDK app and the Lambdas read it).
   `MonthlyTime`: a time of the month for monthly schedules.
 - `parse_schedule`: a Scheduler expression as the set of times it fires
   (`Cron.latest_at_or_before`) or its rate (`Rate`). Errors name the field.
+  `fire_times`: every fire of one in a time span (the local scheduler loop, the cost report).
 - `missed_run_window_seconds` / `needs_watchdog`: every job alarms when no run
   succeeded within 1.5 x its period; CloudWatch alarms can wait at most
   `MAX_ALARM_WINDOW_SECONDS`, longer windows are judged by `job_watchdog`.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import calendar
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from types import MappingProxyType
@@ -195,6 +196,33 @@ def _range_values(field: str, text: str, low: int, high: int, names: Mapping[str
             end = high if step_text else start  # "0/15": from 0 every 15
         values.update(range(start, end + 1, step))
     return values
+
+
+def fire_times(
+    parsed: Cron | Rate, after: datetime, until: datetime, *, anchor: datetime | None = None
+) -> Iterator[datetime]:
+    """The fire times in (`after`, `until`], oldest first (UTC). A rate fires at `anchor` +
+    k x its period (EventBridge Scheduler counts a rate from when the schedule was created;
+    default: `after`)."""
+    if isinstance(parsed, Rate):
+        start = anchor or after
+        k = max(0, math.floor((after - start).total_seconds() / parsed.seconds) + 1)
+        while (fire := start + timedelta(seconds=k * parsed.seconds)) <= until:
+            if fire > after:
+                yield fire
+            k += 1
+        return
+    day, last = after.astimezone(parsed.zone).date(), until.astimezone(parsed.zone).date()
+    while day <= last:
+        if parsed._day_matches(day):
+            for hour in sorted(parsed.hours):
+                for minute in sorted(parsed.minutes):
+                    fire = datetime(
+                        day.year, day.month, day.day, hour, minute, tzinfo=parsed.zone
+                    ).astimezone(UTC)
+                    if after < fire <= until:
+                        yield fire
+        day += timedelta(days=1)
 
 
 def parse_schedule(expression: str, timezone: str = "UTC", *, field: str = "schedule") -> Cron | Rate:
