@@ -115,19 +115,20 @@ def build(app: App, config: Config) -> BeatlessStacks:
         ),
     )
     redis = broker.broker
+    broker_access = BrokerAccess(
+        vpc=network.network.vpc,
+        subnets=network.network.private_subnets,
+        security_group=redis.client_security_group,
+        auth_secret=redis.auth_token,
+        environment={
+            "BROKER_URL": redis.url,
+            "QUEUES": ",".join(config.worker.queues),
+            # The very string the worker gets, so both count the same keys.
+            "BROKER_TRANSPORT_OPTIONS": worker.workers.environment["BROKER_TRANSPORT_OPTIONS"],
+        },
+    )
     resources = JobResources(
-        broker=BrokerAccess(
-            vpc=network.network.vpc,
-            subnets=network.network.private_subnets,
-            security_group=redis.client_security_group,
-            auth_secret=redis.auth_token,
-            environment={
-                "BROKER_URL": redis.url,
-                "QUEUES": ",".join(config.worker.queues),
-                # The very string the worker gets, so both count the same keys.
-                "BROKER_TRANSPORT_OPTIONS": worker.workers.environment["BROKER_TRANSPORT_OPTIONS"],
-            },
-        ),
+        broker=broker_access,
         metrics_namespace=config.metrics_namespace,
         database=data.database.access,
         storage=data.customer_data.access,
@@ -179,7 +180,7 @@ def build(app: App, config: Config) -> BeatlessStacks:
         source=config.lambda_source,
         events_dir=config.events_dir,
         access=TaskApiAccess(
-            broker=resources.broker,  # type: ignore[arg-type]
+            broker=broker_access,
             database=data.database.access,
             graph_registry=graph.registry.access,
             uploads_bucket_name=graph.buckets.uploads.bucket_name,
