@@ -130,7 +130,8 @@ def main() -> int:
             account = credits.open_graph_account(conn, "g1").id
             credits.post(conn, account, "adjustment", 10**15, "bench-seed")
         env = {**os.environ, "BROKER_URL": broker.url, "DATABASE_URL": postgres.dsn,
-               "INSTANCE_REGISTRY_TABLE": "i", "GRAPH_REGISTRY_TABLE": "g"}  # fmt: skip
+               "INSTANCE_REGISTRY_TABLE": "i", "GRAPH_REGISTRY_TABLE": "g", "UPLOADS_BUCKET": "u",
+               "STAGING_BUCKET": "s"}  # fmt: skip
         env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
         ours_api, peer_api = task_api(env), task_api(env)
         results = {}

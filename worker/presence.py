@@ -50,6 +50,7 @@ class PresenceService:
             tasks=held_task_count(),
             protected=self._protected(),
             queues=self.settings.queues,
+            every=self.settings.presence_seconds,
         )
 
     def start(self) -> None:

@@ -40,7 +40,7 @@ def test_the_task_api_answers_its_console_events(redis_url: str, dsn: str) -> No
     answer = result(catalogue)
     assert answer["statusCode"] == 200 and "create_graph" in str(answer["body"])
     env = {"BROKER_URL": redis_url, "DATABASE_URL": dsn, "INSTANCE_REGISTRY_TABLE": "i",
-           "GRAPH_REGISTRY_TABLE": "g"}  # fmt: skip
+           "GRAPH_REGISTRY_TABLE": "g", "UPLOADS_BUCKET": "u", "STAGING_BUCKET": "s"}  # fmt: skip
     bad = invoke("task_api", "--event", "events/task_api/bad_launch.json", env=env)
     assert bad.returncode == 0, bad.stderr  # the handler answered (a 422), it did not raise
     body = json.loads(str(result(bad)["body"]))
@@ -52,7 +52,9 @@ def test_the_task_api_answers_its_console_events(redis_url: str, dsn: str) -> No
 
 def test_a_handler_that_raises_exits_1_with_the_console_error(dsn: str) -> None:
     # The task API without its broker: a deployment fault, raised (a 500 and an Errors alarm in AWS).
-    done = invoke("task_api", "--event", "events/task_api/stats.json", env={"DATABASE_URL": dsn})
+    settings = {"DATABASE_URL": dsn, "INSTANCE_REGISTRY_TABLE": "i", "GRAPH_REGISTRY_TABLE": "g",
+                "UPLOADS_BUCKET": "u", "STAGING_BUCKET": "s"}  # fmt: skip
+    done = invoke("task_api", "--event", "events/task_api/stats.json", env=settings)
     assert done.returncode == 1
     error = result(done)
     assert error["errorType"] == "ConfigurationError" and "BROKER_URL" in str(error["errorMessage"])
@@ -86,3 +88,14 @@ def test_every_lambda_has_console_events_and_every_mutating_job_a_dry_run() -> N
         if job.mutating:
             assert (REPO / "events" / job.name / "dry_run.json").is_file(), job.name
     assert set(DEPLOY_FUNCTIONS) == {"db_migrate"}  # run by CloudFormation on deploy; see the README
+
+
+def test_every_invocation_in_one_process_shows_its_own_logs(dsn: str) -> None:
+    """The scheduler loop invokes the same handlers again and again in one process."""
+    from beatless.local.invoke import invoke as invoke_here
+
+    runs = [invoke_here("credit_health_check", {}) for _ in range(3)]
+    assert all(run.ok for run in runs), [run.error for run in runs]
+    for run in runs:
+        assert '"_aws"' in run.logs  # each run's own EMF line
+        assert run.logs.count('"_aws"') == runs[0].logs.count('"_aws"')  # not the others'

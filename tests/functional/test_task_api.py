@@ -34,6 +34,8 @@ def environment(redis_url: str, dsn: str) -> dict[str, str]:
         "DATABASE_URL": dsn,
         "INSTANCE_REGISTRY_TABLE": "instances",
         "GRAPH_REGISTRY_TABLE": "graphs",
+        "UPLOADS_BUCKET": "uploads",
+        "STAGING_BUCKET": "staging",
     }
 
 
@@ -136,7 +138,7 @@ def test_bad_input_is_a_422_naming_the_field_and_changes_nothing(
 
 def test_a_body_that_is_not_json_is_a_422(client: httpx.Client, conn: psycopg.Connection) -> None:
     answer = client.post("/tasks/launch", content=b"{not json", headers={"Content-Type": "application/json"})
-    assert answer.status_code == 422 and answer.json()["error"]["field"]
+    assert answer.status_code == 422 and answer.json()["error"]["field"] == "body"
     assert counts(conn) == (0, 0)
 
 
@@ -200,6 +202,8 @@ def test_unknown_tasks_are_404_and_wrong_methods_405_with_allow(client: httpx.Cl
         assert answer.json()["error"]["field"] == "task_id"
     wrong = client.put("/tasks/launch", json={})
     assert wrong.status_code == 405 and wrong.headers["Allow"] == "POST"
+    read = client.get("/tasks/launch")  # not a task called "launch"
+    assert read.status_code == 405 and read.headers["Allow"] == "POST"
     assert client.get("/nowhere").status_code == 404
 
 
@@ -262,3 +266,101 @@ def test_redis_down_at_launch_is_a_503_and_the_relaunch_sends_the_message(
         up = launch(http, params={"graph_id": "g1", "schema": SCHEMA}, operation_id="op-d")
         assert up.status_code == 202, up.text
         assert [m["headers"]["id"] for m in queued(own_redis.url)] == [up.json()["task_id"]]
+
+
+def start_attempt(conn: psycopg.Connection, task: dict[str, Any], lease_seconds: float = 60) -> Any:
+    """What a worker does first with the task's message (`records.start`, the real call)."""
+    from datetime import timedelta
+
+    from beatless.operations import records
+    from beatless.operations.catalogue import operation
+
+    row = conn.execute("SELECT params FROM tasks WHERE id = %s", (task["task_id"],)).fetchone()
+    account = conn.execute(
+        "SELECT id FROM credit_accounts WHERE graph_id = %s", (row[0]["graph_id"],)
+    ).fetchone()
+    return records.start(
+        conn, operation_id=task["operation_id"], task="create_graph", params=row[0], account_id=account[0],
+        estimated_micro=10 * CREDIT, task_id=task["task_id"], lease=timedelta(seconds=lease_seconds),
+        hold_for=timedelta(seconds=operation("create_graph").hold_seconds),
+    )  # fmt: skip
+
+
+def test_a_revoked_task_whose_worker_died_ends_revoked_and_can_be_retried(
+    client: httpx.Client, conn: psycopg.Connection
+) -> None:
+    from beatless.operations import launches, records
+
+    graph(conn, "g1", balance_micro=50 * CREDIT)
+    task = launch(client, params=GOOD, operation_id="op-dead").json()
+    start_attempt(conn, task, lease_seconds=0.2)  # a worker took it... and died (its lease lapses)
+    assert client.get(task["status_url"]).json()["state"] == "PROGRESS"
+    revoked = client.delete(f"/tasks/{task['task_id']}").json()
+    import time
+
+    time.sleep(0.3)
+    assert client.get(task["status_url"]).json()["state"] == "REVOKED"  # not PROGRESS for good
+    # Its message comes back (acks_late): the worker ends the dead attempt instead of running it.
+    with pytest.raises(launches.TaskRevokedError):
+        start_attempt(conn, task)
+    record = records.get(conn, "op-dead")
+    assert record is not None and record.status == "cancelled" and revoked["revoke_requested"]
+    holds = conn.execute("SELECT status FROM credit_reservations WHERE operation_id = 'op-dead'").fetchall()
+    assert holds == [("released",)]
+    assert client.post(f"/tasks/{task['task_id']}/retry").status_code == 202
+
+
+def test_retrying_again_returns_the_retry_even_when_its_hold_took_the_credits(
+    client: httpx.Client, conn: psycopg.Connection
+) -> None:
+    graph(conn, "g1", balance_micro=15 * CREDIT)  # create_graph holds 10
+    task = launch(client, params=GOOD, operation_id="op-rr").json()
+    client.delete(f"/tasks/{task['task_id']}")
+    first = client.post(f"/tasks/{task['task_id']}/retry").json()
+    start_attempt(conn, first)  # the retry runs and holds 10 of the 15
+    again = client.post(f"/tasks/{task['task_id']}/retry")
+    assert again.status_code == 202 and again.json()["task_id"] == first["task_id"]
+
+
+def test_an_operation_id_another_producer_started_with_other_parameters_is_a_409(
+    client: httpx.Client, conn: psycopg.Connection
+) -> None:
+    from datetime import timedelta
+
+    from beatless.operations import records
+
+    account = graph(conn, "g1", balance_micro=50 * CREDIT)
+    records.start(
+        conn, operation_id="op-other", task="delete_graph", params={"graph_id": "g1"}, account_id=account,
+        estimated_micro=0, task_id=None, lease=timedelta(seconds=60), hold_for=timedelta(seconds=60),
+    )  # fmt: skip
+    answer = launch(client, params=GOOD, operation_id="op-other")
+    assert answer.status_code == 409 and answer.json()["error"]["field"] == "operation_id"
+    assert counts(conn)[0] == 0
+
+
+def test_a_tasks_events_are_its_own(client: httpx.Client, conn: psycopg.Connection, redis_url: str) -> None:
+    from beatless.operations.progress import ProgressStream
+
+    graph(conn, "g1", balance_micro=50 * CREDIT)
+    task = launch(client, params=GOOD, operation_id="op-ev").json()
+    client.delete(f"/tasks/{task['task_id']}")
+    retry = client.post(f"/tasks/{task['task_id']}/retry").json()
+    stream = ProgressStream(redis.Redis.from_url(redis_url), "op-ev")
+    stream.publish(state="running", stage="one", percent=10, message="", attempt=1, task_id=task["task_id"])
+    stream.publish(state="running", stage="two", percent=20, message="", attempt=2, task_id=retry["task_id"])
+    first = client.get(f"/tasks/{task['task_id']}/events").json()
+    second = client.get(f"/tasks/{retry['task_id']}/events").json()
+    assert [e["stage"] for e in first["events"]] == ["one"]
+    assert [e["stage"] for e in second["events"]] == ["two"]
+    assert first["next_after"] == second["next_after"]  # both read past the whole stream
+
+
+def test_stats_with_redis_down_is_a_503(own_redis: RedisServer, dsn: str) -> None:
+    with running_api(environment(own_redis.url, dsn)) as (_server, http):
+        own_redis.stop()
+        try:
+            answer = http.get("/stats")
+        finally:
+            own_redis.start()
+        assert answer.status_code == 503 and "127.0.0.1" not in answer.text  # no internal address

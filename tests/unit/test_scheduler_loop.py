@@ -133,3 +133,16 @@ def test_a_clock_at_speed_runs_simulated_time_that_fast() -> None:
     assert clock.real_seconds_until(START + timedelta(days=1)) == pytest.approx(60 - 2.0)
     with pytest.raises(ValueError, match="speed"):
         SimulatedClock(START, speed=0)
+
+
+def test_a_cron_in_a_zone_with_daylight_saving_skips_the_hour_the_clocks_skip() -> None:
+    from zoneinfo import ZoneInfo
+
+    from beatless.jobs.schedules import fire_times, parse_schedule
+
+    hourly = parse_schedule("cron(30 * * * ? *)", "America/New_York")
+    zone = ZoneInfo("America/New_York")
+    spring = datetime(2025, 3, 9, tzinfo=zone)  # 02:00 -> 03:00
+    fires = list(fire_times(hourly, spring, spring + timedelta(days=1)))
+    assert len(fires) == len(set(fires)) == 23  # no 02:30 that day, and nothing twice
+    assert fires == sorted(fires)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
@@ -39,6 +40,7 @@ from beatless.credits.errors import IdempotencyConflictError, InsufficientCredit
 from beatless.errors import ConfigurationError, InvalidInputError
 from beatless.operations.catalogue import OPERATIONS
 
+log = logging.getLogger("beatless.api")
 TITLE = "Beatless task API"
 VERSION = "1"
 DESCRIPTION = (
@@ -125,6 +127,8 @@ def _first_problem(errors: Sequence[Any]) -> tuple[str, str]:
     first = errors[0]
     if str(first.get("type", "")).startswith("union_tag"):
         return "task_type", f"must be one of {', '.join(sorted(TASK_TYPES))}"
+    if first.get("type") == "json_invalid":
+        return "body", "is not valid JSON"
     parts = [p for p in first.get("loc", ()) if p not in ("body", "query", "path") and p not in TASK_TYPES]
     cause = (first.get("ctx") or {}).get("error")
     if isinstance(cause, InvalidInputError):  # a parameter model's own check names the nested field
@@ -167,7 +171,9 @@ class TaskHttpApp:
             operation_id="getTask",
             responses=_responses(200, models.TaskStatus, 404),
         )
-        def status(task_id: TaskId) -> models.TaskStatus:
+        def status(task_id: TaskId) -> Any:
+            if task_id == "launch":  # GET /tasks/launch: the launch route, with the wrong method
+                return _error(405, None, "GET is not allowed on /tasks/launch", {"Allow": "POST"})
             return self._api().status(task_id)
 
         @resolver.get(
@@ -270,7 +276,8 @@ class TaskHttpApp:
 
         @resolver.exception_handler(psycopg.OperationalError)
         def database_unavailable(error: psycopg.OperationalError) -> Response[Any]:
-            return _error(503, None, f"the database did not answer: {error}", {"Retry-After": "1"})
+            log.warning("the database did not answer: %s", error)  # its host stays in the log
+            return _error(503, None, "the database did not answer", {"Retry-After": "1"})
 
         @resolver.not_found
         def not_found(_missing: RouteNotFoundError) -> Response[Any]:

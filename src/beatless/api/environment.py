@@ -27,9 +27,16 @@ _lock = threading.Lock()
 def task_api(env: Mapping[str, str]) -> TaskApi:
     """The `TaskApi` of this environment (nothing connects before a request needs it)."""
     from beatless.aws import client
+    from beatless.db.settings import DatabaseSettings
     from beatless.operations.resources import OperationResources
     from beatless.queues.connection import BrokerSettings, broker_for
+    from beatless.settings import env_required
 
+    # Every setting read now: a bad one is the deployment's fault, found before any request
+    # (`TaskHttpApp` answers it with a 500 and the Errors alarm), never blamed on a caller.
+    DatabaseSettings.from_env(env)
+    for name in ("INSTANCE_REGISTRY_TABLE", "GRAPH_REGISTRY_TABLE", "UPLOADS_BUCKET", "STAGING_BUCKET"):
+        env_required(env, name)
     settings = BrokerSettings.from_env({**env, "QUEUES": env.get("QUEUES") or DEFAULT_QUEUES})
     secretsmanager = _OnFirstUse(lambda: client("secretsmanager")) if settings.password_secret_arn else None
     broker = broker_for(settings, secretsmanager)

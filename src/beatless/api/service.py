@@ -20,6 +20,7 @@ each naming the field at fault; `beatless.api.app` maps them to status codes.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from beatless.operations.catalogue import OPERATIONS, OperationSpec, operation
 from beatless.operations.progress import DEFAULT_MAX_EVENTS, ProgressEvent, ProgressStream
 from beatless.queues.transport import TransportOptions
 
+log = logging.getLogger("beatless.api")
 EVENT_ID_PATTERN = r"^\d{1,20}-\d{1,20}$"
 _STREAM_ID = re.compile(EVENT_ID_PATTERN)
 MAX_EVENTS_PER_PAGE = 500
@@ -93,14 +95,12 @@ class TaskApi:
         conn = self.database()
         task = launches.latest(conn, operation_id)
         if task is not None:
-            if (task.task_type, task.params) != (spec.name, params):
-                raise ConflictError(
-                    "operation_id",
-                    f"{operation_id!r} was launched as {task.task_type} with other parameters",
-                )
-            if self._state(conn, task)[0] == "PENDING":
-                self._send(spec, task)  # a launch whose message may never have left: at most once per id
-            return _launched(task, created=False)
+            return self._relaunched(spec, task, params)
+        started = records.get(conn, operation_id)  # started by another producer (a scheduled job)
+        if started is not None and (started.task, started.params) != (spec.name, params):
+            raise ConflictError(
+                "operation_id", f"{operation_id!r} was started as {started.task} with other parameters"
+            )
         account = spec.paying_account(conn, params)
         estimate = spec.cost.estimate_micro(spec.units(self.resources, params))
         available = credits.get_account(conn, account).available_micro
@@ -118,8 +118,21 @@ class TaskApi:
             queue=spec.queue,
             priority=request.priority,
         )
+        if not created:  # a twin launched it a moment ago
+            return self._relaunched(spec, task, params)
         self._send(spec, task)
-        return _launched(task, created=created)
+        return _launched(task, created=True)
+
+    def _relaunched(self, spec: OperationSpec, task: launches.Task, params: Any) -> models.Launched:
+        """The operation's existing task; its message sent if it never left (Redis was down)."""
+        if (task.task_type, task.params) != (spec.name, params):
+            raise ConflictError(
+                "operation_id",
+                f"{task.operation_id!r} was launched as {task.task_type} with other parameters",
+            )
+        if task.sent_at is None:
+            self._send(spec, task)
+        return _launched(task, created=False)
 
     def _send(self, spec: OperationSpec, task: launches.Task) -> None:
         from beatless.queues.priorities import celery_priority
@@ -137,7 +150,11 @@ class TaskApi:
                 priority=celery_priority(task.priority),
             )
         except REDIS_DOWN as error:
-            raise BrokerUnavailableError(f"the broker did not take task {task.id}: {error}") from error
+            log.warning("task %s: the broker did not take its message: %s", task.id, error)
+            raise BrokerUnavailableError(
+                f"the broker did not take task {task.id}; launch it again"
+            ) from error
+        launches.mark_sent(self.database(), task.id)
 
     # -- status -----------------------------------------------------------------------------
 
@@ -180,7 +197,11 @@ class TaskApi:
 
         record = records.get(conn, task.operation_id)
         meta = self._meta(task.id, StoredStates)
+        if task.state is not None:  # how its delivery ended, as the worker wrote it
+            return task.state, record, meta  # type: ignore[return-value]
         if record is not None and record.task_id == task.id:
+            if record.status == "running" and task.revoked_at is not None and _lapsed(record):
+                return "REVOKED", record, meta  # revoked, and its attempt died: it will not go on
             by_record: dict[str, models.State] = {
                 "running": "PROGRESS",
                 "succeeded": "SUCCESS",
@@ -199,7 +220,8 @@ class TaskApi:
         try:
             meta: dict[str, Any] = stored_states(self.redis()).get_task_meta(task_id)
         except REDIS_DOWN as error:
-            raise BrokerUnavailableError(f"the task state store did not answer: {error}") from error
+            log.warning("task %s: its stored state could not be read: %s", task_id, error)
+            raise BrokerUnavailableError("the task state store did not answer") from error
         return meta
 
     def _task_events(self, task: launches.Task) -> list[ProgressEvent]:
@@ -208,7 +230,8 @@ class TaskApi:
         try:
             events = stream.read(count=DEFAULT_MAX_EVENTS)
         except REDIS_DOWN as error:
-            raise BrokerUnavailableError(f"the progress stream did not answer: {error}") from error
+            log.warning("task %s: its progress stream could not be read: %s", task.id, error)
+            raise BrokerUnavailableError("the progress stream did not answer") from error
         return [e for e in events if e.task_id == task.id]
 
     # -- events -----------------------------------------------------------------------------
@@ -226,11 +249,14 @@ class TaskApi:
         try:
             found = stream.read(after=after or "0-0", count=limit)
         except REDIS_DOWN as error:
-            raise BrokerUnavailableError(f"the progress stream did not answer: {error}") from error
+            log.warning("task %s: its progress stream could not be read: %s", task.id, error)
+            raise BrokerUnavailableError("the progress stream did not answer") from error
+        # The stream is the operation's: other tasks of it (a retry, a replay) are not shown, but
+        # the position moves past them.
         return models.EventPage(
             task_id=task.id,
             state=state,
-            events=[models.Event(**e.as_dict()) for e in found],
+            events=[models.Event(**e.as_dict()) for e in found if e.task_id == task.id],
             next_after=found[-1].id if found else (after or "0-0"),
             finished=settled and len(found) < limit,
         )
@@ -261,12 +287,17 @@ class TaskApi:
 
         conn = self.database()
         task = _task(conn, task_id)
+        spec = _spec(task.task_type)
+        again = launches.find_retry(conn, task.id)
+        if again is not None:  # retried before: that retry, whatever has happened since
+            if again.sent_at is None:
+                self._send(spec, again)
+            return _launched(again, created=False)
         state = self._state(conn, task)[0]
         if state not in {"FAILURE", "REVOKED"}:
             raise ConflictError(
                 "task_id", f"task {task_id} is {state}; only a FAILURE or REVOKED task is retried"
             )
-        spec = _spec(task.task_type)
         account = spec.paying_account(conn, task.params)
         estimate = spec.cost.estimate_micro(spec.units(self.resources, task.params))
         if credits.get_account(conn, account).available_micro < estimate:
@@ -274,20 +305,22 @@ class TaskApi:
                 "params.graph_id", "the account has too few credits available for a retry"
             )
         again, created = launches.retry(conn, task)
-        if created or self._state(conn, again)[0] == "PENDING":
+        if again.sent_at is None:
             self._send(spec, again)
         return _launched(again, created=created)
 
     # -- stats ------------------------------------------------------------------------------
 
     def stats(self) -> models.Stats:
+        from beatless.queues.depth import BrokerUnreadableError
         from beatless.workers import presence
 
         try:
             reading = self.depth()
             workers = presence.read(self.redis(), now=self.clock())
-        except REDIS_DOWN as error:
-            raise BrokerUnavailableError(f"the broker did not answer: {error}") from error
+        except (*REDIS_DOWN, BrokerUnreadableError) as error:
+            log.warning("stats: the broker did not answer: %s", error)
+            raise BrokerUnavailableError("the broker did not answer") from error
         now = self.clock()
         rows = (
             self.database()
@@ -334,6 +367,11 @@ def _task(conn: Any, task_id: str) -> launches.Task:
     if task is None:
         raise NotFoundError("task_id", f"no task {task_id!r}")
     return task
+
+
+def _lapsed(record: records.OperationRecord) -> bool:
+    """Its attempt's lease ran out: the process that held it is gone."""
+    return record.lease_expires_at is not None and record.lease_expires_at < datetime.now(UTC)
 
 
 def _launched(task: launches.Task, *, created: bool) -> models.Launched:

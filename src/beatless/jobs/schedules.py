@@ -217,9 +217,10 @@ def fire_times(
         if parsed._day_matches(day):
             for hour in sorted(parsed.hours):
                 for minute in sorted(parsed.minutes):
-                    fire = datetime(
-                        day.year, day.month, day.day, hour, minute, tzinfo=parsed.zone
-                    ).astimezone(UTC)
+                    local = datetime(day.year, day.month, day.day, hour, minute, tzinfo=parsed.zone)
+                    fire = local.astimezone(UTC)
+                    if fire.astimezone(parsed.zone).replace(tzinfo=None) != local.replace(tzinfo=None):
+                        continue  # a local time the clocks skip (spring forward): no fire, as in AWS
                     if after < fire <= until:
                         yield fire
         day += timedelta(days=1)

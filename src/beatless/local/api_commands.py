@@ -169,7 +169,7 @@ def follow(client: TaskApiClient, task_id: str, out: TextIO | None = None) -> in
         failures = 0
         while state not in FINISHED:
             try:
-                for name, data in _call(client.events, task_id, last):
+                for name, data in client.events(task_id, last):  # the request is made here
                     failures = 0
                     if name == "end":
                         state = str(data["state"])
@@ -178,8 +178,11 @@ def follow(client: TaskApiClient, task_id: str, out: TextIO | None = None) -> in
                     bar.update(
                         line, completed=data["percent"], stage=data["stage"], message=data["message"][:60]
                     )
-            except OSError as error:  # the connection dropped: resume after the last event seen
-                failures += 1
+            except (ApiError, OSError) as error:
+                if isinstance(error, ApiError) and error.status < 500:  # unknown task: nothing to wait for
+                    print(f"error: {error}", file=sys.stderr)
+                    return 1
+                failures += 1  # the connection dropped or the API could not answer: resume after `last`
                 if failures > RECONNECTS:
                     print(f"error: the event stream failed {failures} times: {error}", file=sys.stderr)
                     return 1

@@ -26,8 +26,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import psycopg
+
 from beatless.api.app import TaskHttpApp
-from beatless.api.service import TaskApi
+from beatless.api.service import BrokerUnavailableError, NotFoundError, TaskApi
 from beatless.local.context import LocalContext
 
 FUNCTION_NAME = "task_api"
@@ -104,6 +106,9 @@ class TaskApiServer:
         self.httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
         self.stopping = threading.Event()
+        # One request at a time through the handler: `TaskApi` holds one database connection (as
+        # a Lambda does), which threads must not share. SSE streams take it per poll only.
+        self.lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -181,9 +186,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.command, self.path, dict(self.headers.items()), body, self.client_address[0]
         )
         try:
-            answer = self.api_server.app.handle(
-                event, LocalContext(FUNCTION_NAME, 512, self.api_server.timeout_seconds)
-            )
+            with self.api_server.lock:
+                answer = self.api_server.app.handle(
+                    event, LocalContext(FUNCTION_NAME, 512, self.api_server.timeout_seconds)
+                )
         except Exception:  # as API Gateway answers a Lambda that raised; the traceback goes to the log
             traceback.print_exc()
             return self._send_json(500, {"error": {"field": None, "message": "internal error"}})
@@ -215,20 +221,20 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
 
     def _stream_events(self, task_id: str) -> None:
-        from beatless.api.service import BrokerUnavailableError, NotFoundError
         from beatless.errors import InvalidInputError
 
         query = parse_qs(urlsplit(self.path).query)
         after = self.headers.get("Last-Event-ID") or next(iter(query.get("after", [])), None)
-        api = self.api_server.api()
         try:
-            page = api.events(task_id, after)
+            page = self._page(task_id, after)
         except InvalidInputError as error:  # as the JSON route answers: unknown task, bad position
             status = 404 if isinstance(error, NotFoundError) else 422
             return self._send_json(status, {"error": {"field": error.field, "message": error.problem}})
-        except BrokerUnavailableError as error:
+        except Exception as error:  # Redis, PostgreSQL, the environment: as the JSON route answers
+            traceback.print_exc()
+            status = 503 if isinstance(error, (BrokerUnavailableError, psycopg.OperationalError)) else 500
             return self._send_json(
-                503, {"error": {"field": None, "message": str(error)}}, {"Retry-After": "1"}
+                status, {"error": {"field": None, "message": "the task API cannot answer now"}}
             )
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -252,9 +258,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
                     quiet_since = time.monotonic()
                 self.wfile.flush()
                 time.sleep(SSE_POLL_SECONDS)
-                page = api.events(task_id, page.next_after)
+                page = self._page(task_id, page.next_after)
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client went away
-        except BrokerUnavailableError:
-            pass  # the stream ends; the client reconnects with Last-Event-ID
+        except Exception:  # the stream ends; the client reconnects with Last-Event-ID
+            traceback.print_exc()
+
+    def _page(self, task_id: str, after: str | None) -> Any:
+        with self.api_server.lock:
+            return self.api_server.api().events(task_id, after)

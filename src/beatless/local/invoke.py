@@ -34,6 +34,25 @@ EVENTS = CHECKOUT / "events"
 DEFAULT_EVENT = "minimal.json"
 
 
+class _Capture(io.TextIOBase):
+    """One stream for every invocation in this process, writing into the current one's buffer:
+    a logger made on a first run keeps its stream (Powertools' does), so later runs' logs
+    must reach the same object."""
+
+    def __init__(self) -> None:
+        self.current = io.StringIO()
+
+    def write(self, text: str) -> int:
+        return self.current.write(text)
+
+    def writable(self) -> bool:
+        return True
+
+
+_CAPTURE = _Capture()
+_HANDLERS: dict[str, Any] = {}  # loaded once per process: later invocations are warm, as in Lambda
+
+
 @dataclass(frozen=True)
 class Invocation:
     name: str
@@ -84,17 +103,18 @@ def invoke(name: str, event: Any) -> Invocation:
     context = LocalContext(name, memory_mb, timeout_seconds)
     # A job's registry defaults, as infra sets them on its function (this environment wins).
     defaults = next((dict(job.environment) for job in JOBS if job.name == name), {})
-    logs = io.StringIO()
+    _CAPTURE.current = logs = io.StringIO()
     result, error = None, None
     start = time.perf_counter()
     with (
         environ({k: v for k, v in defaults.items() if k not in os.environ}),
-        contextlib.redirect_stdout(logs),
-        contextlib.redirect_stderr(logs),
+        contextlib.redirect_stdout(_CAPTURE),
+        contextlib.redirect_stderr(_CAPTURE),
     ):
         try:
-            handler = entry_point_handler(name)  # imported here: its loggers write to what is caught
-            result = handler(event, context)
+            if name not in _HANDLERS:  # imported here: its loggers write to what is caught
+                _HANDLERS[name] = entry_point_handler(name)
+            result = _HANDLERS[name](event, context)
         except Exception as raised:
             error = {
                 "errorMessage": str(raised),

@@ -5,7 +5,7 @@ an operation id a second time returns its first task; retrying a failed or revok
 makes one new task of the same operation (retrying it again returns that one).
 
 Revocation is recorded on the task's row. A worker starting an attempt locks the row
-(`FOR SHARE`, `check_not_revoked`) before it touches the operation; `revoke` locks it
+(`FOR SHARE`, `is_revoked`) before it touches the operation; `revoke` locks it
 `FOR UPDATE`, then asks a running attempt of the operation to stop. So a revocation is
 either seen by the starting worker (the task ends REVOKED without running) or finds the
 attempt running and stops it at its next stage boundary — never lost between the two.
@@ -25,7 +25,10 @@ from typing import Any
 from beatless.db.arguments import Conn
 from beatless.errors import BeatlessError
 
-_COLUMNS = "id, operation_id, task_type, params, queue, priority, retry_of, revoked_at, created_at"
+_COLUMNS = (
+    "id, operation_id, task_type, params, queue, priority, retry_of, revoked_at, sent_at, state, error, "
+    "finished_at, created_at"
+)
 
 
 class TaskRevokedError(BeatlessError):
@@ -42,6 +45,10 @@ class Task:
     priority: int
     retry_of: str | None
     revoked_at: datetime | None
+    sent_at: datetime | None  # its message was put on the queue
+    state: str | None  # how its delivery ended (SUCCESS, FAILURE, REVOKED), None before
+    error: str | None
+    finished_at: datetime | None
     created_at: datetime
 
 
@@ -94,6 +101,25 @@ def retry(conn: Conn, task: Task) -> tuple[Task, bool]:
     return _task(found), False
 
 
+def find_retry(conn: Conn, task_id: str) -> Task | None:
+    """The retry of `task_id`, if it has one."""
+    row = conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE retry_of = %s", (task_id,)).fetchone()
+    return None if row is None else _task(row)
+
+
+def mark_sent(conn: Conn, task_id: str) -> None:
+    conn.execute("UPDATE tasks SET sent_at = coalesce(sent_at, now()) WHERE id = %s", (task_id,))
+
+
+def finish(conn: Conn, task_id: str, state: str, error: str | None = None) -> None:
+    """Record how the task's delivery ended (the first end recorded stays; no row: not an API
+    task, nothing to do)."""
+    conn.execute(
+        "UPDATE tasks SET state = %s, error = %s, finished_at = now() WHERE id = %s AND state IS NULL",
+        (state, None if error is None else error[:2000], task_id),
+    )
+
+
 def get(conn: Conn, task_id: str) -> Task | None:
     row = conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id = %s", (task_id,)).fetchone()
     return None if row is None else _task(row)
@@ -127,12 +153,11 @@ def revoke(conn: Conn, task_id: str) -> Task | None:
     return task
 
 
-def check_not_revoked(conn: Conn, task_id: str | None) -> None:
-    """Inside the transaction that starts an attempt: raise `TaskRevokedError` when the
-    delivering task was revoked; otherwise hold its row (FOR SHARE) until that
-    transaction ends, so a revocation waits for the attempt to be recorded."""
+def is_revoked(conn: Conn, task_id: str | None) -> bool:
+    """Inside the transaction that starts an attempt: whether the delivering task was revoked.
+    Its row stays locked (FOR SHARE) until that transaction ends, so a revocation waits for
+    the attempt to be recorded (and then finds it running)."""
     if not task_id:
-        return
+        return False
     row = conn.execute("SELECT revoked_at FROM tasks WHERE id = %s FOR SHARE", (task_id,)).fetchone()
-    if row is not None and row[0] is not None:
-        raise TaskRevokedError(f"task {task_id} was revoked before it started")
+    return row is not None and row[0] is not None

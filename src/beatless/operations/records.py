@@ -94,62 +94,104 @@ def start(
     without the available credits, and (`launches.TaskRevokedError`) a delivery whose
     task was revoked — then nothing is recorded."""
     with conn.transaction():
-        launches.check_not_revoked(conn, task_id)  # first: the order `launches.revoke` locks in
+        revoked = launches.is_revoked(conn, task_id)  # first: the order `launches.revoke` locks in
         row = conn.execute(
             f"SELECT {_COLUMNS} FROM operations WHERE id = %s FOR UPDATE", (operation_id,)
         ).fetchone()
-        if row is None:
-            inserted = conn.execute(
-                "INSERT INTO operations (id, task, params, account_id, estimated_micro, task_id, "
-                "hold_operation_id, lease_expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, now() + %s) "
-                f"ON CONFLICT (id) DO NOTHING RETURNING {_COLUMNS}",
-                (
-                    operation_id,
-                    task,
-                    json.dumps(params),
-                    account_id,
-                    estimated_micro,
-                    task_id,
-                    hold_key(operation_id, 1) if estimated_micro else None,
-                    lease,
-                ),
-            ).fetchone()
-            if inserted is None:  # a twin inserted it first: decide on its row
-                row = conn.execute(
-                    f"SELECT {_COLUMNS} FROM operations WHERE id = %s FOR UPDATE", (operation_id,)
-                ).fetchone()
-            else:
-                record = _record(inserted)
-                _reserve(conn, record, hold_for)
-                return Started(record, "run")
-        record = _record(row)
-        _same_operation(record, task, params, account_id)
-        if record.status == "succeeded":
-            return Started(record, "succeeded")
-        if record.status == "running":
-            alive = conn.execute("SELECT %s > now()", (record.lease_expires_at,)).fetchone()[0]
-            if alive:
-                return Started(record, "busy")
-            if record.hold_operation_id is not None:  # the dead attempt's hold, unless expired already
-                credits.release(conn, record.account_id, record.hold_operation_id)
-        attempt = record.attempts + 1
-        taken = conn.execute(
-            "UPDATE operations SET status = 'running', attempts = %s, task_id = %s, hold_operation_id = %s, "
-            "estimated_micro = %s, charged_micro = NULL, stage = NULL, result = NULL, error = NULL, "
-            "lease_expires_at = now() + %s, cancel_requested_at = NULL, updated_at = now(), "
-            f"finished_at = NULL WHERE id = %s RETURNING {_COLUMNS}",
+        if not revoked:
+            return _start_locked(
+                conn, row, operation_id=operation_id, task=task, params=params, account_id=account_id,
+                estimated_micro=estimated_micro, task_id=task_id, lease=lease, hold_for=hold_for,
+            )  # fmt: skip
+        _end_dead_revoked_attempt(conn, row, task_id)
+    raise launches.TaskRevokedError(f"task {task_id} was revoked before it started")
+
+
+def _start_locked(
+    conn: Conn,
+    row: Any,
+    *,
+    operation_id: str,
+    task: str,
+    params: Mapping[str, Any],
+    account_id: int,
+    estimated_micro: int,
+    task_id: str | None,
+    lease: timedelta,
+    hold_for: timedelta,
+) -> Started:
+    """`start` inside its transaction, the operation's row (if any) locked."""
+    if row is None:
+        inserted = conn.execute(
+            "INSERT INTO operations (id, task, params, account_id, estimated_micro, task_id, "
+            "hold_operation_id, lease_expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, now() + %s) "
+            f"ON CONFLICT (id) DO NOTHING RETURNING {_COLUMNS}",
             (
-                attempt,
-                task_id,
-                hold_key(operation_id, attempt) if estimated_micro else None,
-                estimated_micro,
-                lease,
                 operation_id,
+                task,
+                json.dumps(params),
+                account_id,
+                estimated_micro,
+                task_id,
+                hold_key(operation_id, 1) if estimated_micro else None,
+                lease,
             ),
         ).fetchone()
-        record = _record(taken)
-        _reserve(conn, record, hold_for)
-        return Started(record, "run")
+        if inserted is None:  # a twin inserted it first: decide on its row
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM operations WHERE id = %s FOR UPDATE", (operation_id,)
+            ).fetchone()
+        else:
+            record = _record(inserted)
+            _reserve(conn, record, hold_for)
+            return Started(record, "run")
+    record = _record(row)
+    _same_operation(record, task, params, account_id)
+    if record.status == "succeeded":
+        return Started(record, "succeeded")
+    if record.status == "running":
+        alive = conn.execute("SELECT %s > now()", (record.lease_expires_at,)).fetchone()[0]
+        if alive:
+            return Started(record, "busy")
+        if record.hold_operation_id is not None:  # the dead attempt's hold, unless expired already
+            credits.release(conn, record.account_id, record.hold_operation_id)
+    attempt = record.attempts + 1
+    taken = conn.execute(
+        "UPDATE operations SET status = 'running', attempts = %s, task_id = %s, hold_operation_id = %s, "
+        "estimated_micro = %s, charged_micro = NULL, stage = NULL, result = NULL, error = NULL, "
+        "lease_expires_at = now() + %s, cancel_requested_at = NULL, updated_at = now(), "
+        f"finished_at = NULL WHERE id = %s RETURNING {_COLUMNS}",
+        (
+            attempt,
+            task_id,
+            hold_key(operation_id, attempt) if estimated_micro else None,
+            estimated_micro,
+            lease,
+            operation_id,
+        ),
+    ).fetchone()
+    record = _record(taken)
+    _reserve(conn, record, hold_for)
+    return Started(record, "run")
+
+
+def _end_dead_revoked_attempt(conn: Conn, row: Any, task_id: str | None) -> None:
+    """A revoked task redelivered after its worker died: its attempt (still `running`, lease
+    lapsed) ends `cancelled` and its hold is released, so the operation can be retried."""
+    if row is None:
+        return
+    record = _record(row)
+    if record.status != "running" or record.task_id != task_id:
+        return
+    if conn.execute("SELECT %s > now()", (record.lease_expires_at,)).fetchone()[0]:
+        return  # alive: it sees the cancellation at its next stage boundary
+    if record.hold_operation_id is not None:
+        credits.release(conn, record.account_id, record.hold_operation_id)
+    conn.execute(
+        "UPDATE operations SET status = 'cancelled', error = %s, lease_expires_at = NULL, "
+        "updated_at = now(), finished_at = now() WHERE id = %s",
+        (f"task {task_id} was revoked; its attempt {record.attempts} had died", record.id),
+    )
 
 
 def _same_operation(record: OperationRecord, task: str, params: Mapping[str, Any], account_id: int) -> None:

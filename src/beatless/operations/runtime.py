@@ -26,7 +26,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from beatless.errors import BeatlessError, InvalidInputError
-from beatless.operations import records
+from beatless.operations import launches, records
 from beatless.operations.ids import check_operation_id, derive_operation_id
 from beatless.operations.launches import TaskRevokedError
 from beatless.operations.progress import ProgressStream
@@ -143,7 +143,43 @@ def run_operation(
     task_id: str = "",
     report: ProgressCallback | None = None,
 ) -> Outcome:
-    """Run one delivery of an operation (see the module docstring)."""
+    """Run one delivery of an operation (see the module docstring). How it ended is also
+    written on its task's row (`launches.finish`; tasks launched through the API have one),
+    durable where Celery's stored state expires."""
+    try:
+        outcome = _run_operation(
+            spec, raw_params, resources=resources, operation_id=operation_id, task_id=task_id, report=report
+        )
+    except OperationCancelledError as cancelled:
+        _task_ended(resources, task_id, "REVOKED", str(cancelled))
+        raise
+    except Exception as error:
+        _task_ended(resources, task_id, "FAILURE", "".join(traceback.format_exception_only(error)).strip())
+        raise
+    _task_ended(resources, task_id, "SUCCESS")
+    return outcome
+
+
+def _task_ended(resources: Any, task_id: str, state: str, error: str | None = None) -> None:
+    """Best effort: the operation's own record is what counts; a database that cannot take
+    this is logged (Celery's stored state still says it, for a day)."""
+    if not task_id:
+        return
+    try:
+        launches.finish(resources.database(), task_id, state, error)
+    except Exception as failed:
+        log.warning("task %s: its end (%s) not recorded on its row: %s", task_id, state, failed)
+
+
+def _run_operation(
+    spec: OperationSpec,
+    raw_params: Any,
+    *,
+    resources: Any,
+    operation_id: str | None,
+    task_id: str,
+    report: ProgressCallback | None,
+) -> Outcome:
     params = parse_params(spec, raw_params)
     op_id = (
         check_operation_id(operation_id)

@@ -3,10 +3,12 @@
 Each worker writes its own line every few seconds (`publish`: the worker's presence
 bootstep) into one Redis hash, `beatless:workers`: field = the worker's name, value =
 JSON `{"state": "idle"|"busy", "protected": bool|null, "tasks": n, "queues": [...],
-"at": epoch seconds}`. Readers (`read`: the task API's `/stats`, the local view) get
-every worker in one round trip instead of a broadcast every worker must answer; a
-line older than `stale_seconds` is a worker that stopped without saying so and is
-removed by the reader. A stopping worker deletes its own line (`withdraw`).
+"at": epoch seconds, "every": seconds between its lines}`. Readers (`read`: the task
+API's `/stats`, the local view) get every worker in one round trip instead of a
+broadcast every worker must answer; a line older than three of its worker's intervals
+(and at least `stale_seconds`) is a worker that stopped without saying so, and the
+reader removes it — only if it is still that line (a worker that wrote again in between
+keeps its new one). A stopping worker deletes its own line (`withdraw`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,17 @@ from typing import Any
 
 KEY = "beatless:workers"
 DEFAULT_STALE_SECONDS = 30.0
+MISSED_LINES = 3  # lines a worker may miss before it is taken for gone
+# KEYS: the hash; ARGV: name, line, name, line, ...: delete each field still holding that line.
+_DELETE_IF_UNCHANGED = """
+local deleted = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    deleted = deleted + redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return deleted
+"""
 
 
 @dataclass(frozen=True)
@@ -29,6 +42,7 @@ class WorkerPresence:
     tasks: int
     queues: tuple[str, ...]
     at: float
+    every: float = 5.0
 
     def age(self, now: float) -> float:
         return max(0.0, now - self.at)
@@ -41,6 +55,7 @@ def publish(
     tasks: int,
     protected: bool | None,
     queues: Sequence[str],
+    every: float = 5.0,
     now: float | None = None,
 ) -> None:
     line = {
@@ -49,6 +64,7 @@ def publish(
         "tasks": tasks,
         "queues": list(queues),
         "at": time.time() if now is None else now,
+        "every": every,
     }
     client.hset(KEY, name, json.dumps(line))
 
@@ -63,16 +79,16 @@ def read(
     """The live workers, by name; stale lines are removed."""
     now = time.time() if now is None else now
     live: list[WorkerPresence] = []
-    stale: list[str] = []
+    stale: list[Any] = []
     for raw_name, raw in client.hgetall(KEY).items():
         name = raw_name.decode() if isinstance(raw_name, bytes) else str(raw_name)
         worker = _parse(name, raw)
-        if worker is None or worker.age(now) > stale_seconds:
-            stale.append(name)
+        if worker is None or worker.age(now) > max(stale_seconds, MISSED_LINES * worker.every):
+            stale += [raw_name, raw]
         else:
             live.append(worker)
     if stale:
-        client.hdel(KEY, *stale)
+        client.eval(_DELETE_IF_UNCHANGED, 1, KEY, *stale)
     return sorted(live, key=lambda w: w.name)
 
 
@@ -87,6 +103,7 @@ def _parse(name: str, raw: Any) -> WorkerPresence | None:
             tasks=int(line["tasks"]),
             queues=tuple(line.get("queues") or ()),
             at=float(line["at"]),
+            every=float(line.get("every", 5.0)),
         )
     except (ValueError, KeyError, TypeError):
         return None

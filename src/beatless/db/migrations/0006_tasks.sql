@@ -7,6 +7,9 @@
 -- Revocation is recorded here, in the row a worker locks (FOR SHARE) before it starts an
 -- attempt: the API locks it (FOR UPDATE) to revoke, so a revocation is either seen by the
 -- starting worker or finds the operation's attempt running and asks it to stop.
+-- sent_at: when its message was put on the queue (a launch whose message never left is sent
+-- again by the next launch of its operation id, and only then). state/error/finished_at:
+-- how its delivery ended, written by the worker (durable: Celery's stored states expire).
 
 CREATE TABLE tasks (
     id text PRIMARY KEY CHECK (length(id) BETWEEN 1 AND 200),
@@ -17,7 +20,12 @@ CREATE TABLE tasks (
     priority smallint NOT NULL CHECK (priority BETWEEN 1 AND 10),
     retry_of text REFERENCES tasks (id),
     revoked_at timestamptz,
-    created_at timestamptz NOT NULL DEFAULT now()
+    sent_at timestamptz,
+    state text CHECK (state IN ('SUCCESS', 'FAILURE', 'REVOKED')),
+    error text,
+    finished_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CHECK ((state IS NULL) = (finished_at IS NULL))
 );
 COMMENT ON TABLE tasks IS
     'Launches of operations through the task API: Celery task id, operation, parameters, retries, revocation.';
