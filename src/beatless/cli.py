@@ -33,6 +33,9 @@ def _local(args: argparse.Namespace) -> int:
         wait_for_scale_in=not args.no_scale_in,
         graph_nodes=args.graph_nodes,
         demo=not args.no_demo,
+        schedule_speed=args.schedule_speed,
+        schedule_window_minutes=args.schedule_window,
+        task_api=not args.no_api,
     )
     report = run(options)
     if not report.ok:
@@ -165,9 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     local.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
     local.add_argument("--no-scale-in", action="store_true", help="stop once the queues drained")
     local.add_argument("--graph-nodes", type=int, default=2, help="graph nodes to start (default 2; 0: none)")
+    local.add_argument("--no-demo", action="store_true", help="skip the demo workload of heavy operations")
     local.add_argument(
-        "--no-demo", action="store_true", help="skip the demo workload of heavy operations (and PostgreSQL)"
+        "--schedule-speed", type=float, default=60.0,
+        help="replay the registry's schedules at this speed (default 60x; 0: no scheduled jobs)",
+    )  # fmt: skip
+    local.add_argument(
+        "--schedule-window", type=float, default=60.0, help="minutes of schedules replayed, up to now (60)"
     )
+    local.add_argument("--no-api", action="store_true", help="do not serve the task API during the run")
     local.set_defaults(func=_local)
     jobs = sub.add_parser("jobs", help="list the scheduled jobs of the registry")
     jobs.add_argument("--markdown", action="store_true", help="the README's table")

@@ -22,7 +22,7 @@ def test_local_run_scales_out_drains_and_scales_in() -> None:
     out = io.StringIO()
     report = run(
         LocalOptions(tasks=24, steps=1, step_seconds=0.3, sample_interval_seconds=1.0, max_workers=3,
-                     timeout_seconds=240),
+                     timeout_seconds=240, schedule_speed=720, schedule_window_minutes=60),
         out=out,
     )  # fmt: skip
     text = out.getvalue()
@@ -64,10 +64,21 @@ def test_local_run_scales_out_drains_and_scales_in() -> None:
         assert f"[demo] {task}: succeeded" in text and "credits held" in text
     lines = text.splitlines()
     assert not [line for line in lines if "[demo]" in line and not line.startswith("  [demo] ")]  # never cut
+    # The registry's last hour replayed through the real handlers, every run ok.
+    scheduled = report.scheduled
+    assert scheduled is not None and scheduled.ok, (scheduled, text)
+    assert scheduled.runs["ingestion_queue_processor"] == 12  # rate(5 minutes) over the hour
+    assert scheduled.runs["kuzu_instance_monitor:metrics"] == 12
+    assert scheduled.runs["credit_reservation_cleanup"] == 4  # cron(0/15 * * * ? *)
+    assert scheduled.runs["pending_transaction_processor"] == 4
+    assert scheduled.runs["job_watchdog"] == 1  # cron(50 * * * ? *)
+    assert "worker_monitor" not in scheduled.runs  # the runner is the monitor
+    assert "task API on http://127.0.0.1:" in text and "BEATLESS_API_TOKEN=" in text
 
 
-def test_the_demo_needs_a_graph_node_unless_it_is_skipped() -> None:
-    with pytest.raises(InvalidInputError) as refused:
-        LocalOptions(graph_nodes=0)
-    assert refused.value.field == "--graph-nodes"
-    assert LocalOptions(graph_nodes=0, demo=False).demo is False
+def test_the_demo_and_the_scheduled_jobs_need_a_graph_node_unless_they_are_skipped() -> None:
+    for options in ({"graph_nodes": 0}, {"graph_nodes": 0, "demo": False}):
+        with pytest.raises(InvalidInputError) as refused:
+            LocalOptions(**options)  # type: ignore[arg-type]
+        assert refused.value.field == "--graph-nodes"
+    assert LocalOptions(graph_nodes=0, demo=False, schedule_speed=0).schedule_speed == 0

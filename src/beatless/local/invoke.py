@@ -20,6 +20,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -94,20 +95,23 @@ def load_event(name: str, event_file: str | None, event_json: str | None) -> Any
         raise InvalidInputError("--event", f"{path} is not JSON: {error}") from None
 
 
-def invoke(name: str, event: Any) -> Invocation:
-    """Run `name`'s handler on `event` (see the module docstring); never raises for the handler."""
+def invoke(name: str, event: Any, env: Mapping[str, str] | None = None) -> Invocation:
+    """Run `name`'s handler on `event` (see the module docstring); never raises for the handler.
+    `env`: the function's environment over this process's (default: a job's registry defaults,
+    where this process sets nothing)."""
     known = functions()
     if name not in known:
         raise InvalidInputError("name", f"no Lambda {name!r}; one of {', '.join(sorted(known))}")
     memory_mb, timeout_seconds = known[name]
     context = LocalContext(name, memory_mb, timeout_seconds)
-    # A job's registry defaults, as infra sets them on its function (this environment wins).
-    defaults = next((dict(job.environment) for job in JOBS if job.name == name), {})
+    if env is None:  # a job's registry defaults, as infra sets them on its function (this process's win)
+        defaults = next((dict(job.environment) for job in JOBS if job.name == name), {})
+        env = {k: v for k, v in defaults.items() if k not in os.environ}
     _CAPTURE.current = logs = io.StringIO()
     result, error = None, None
     start = time.perf_counter()
     with (
-        environ({k: v for k, v in defaults.items() if k not in os.environ}),
+        environ(dict(env)),
         contextlib.redirect_stdout(_CAPTURE),
         contextlib.redirect_stderr(_CAPTURE),
     ):

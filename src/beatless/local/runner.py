@@ -42,9 +42,11 @@ from pathlib import Path
 from typing import Any, TextIO, cast
 
 from beatless import metrics
+from beatless.aws import reset_clients
 from beatless.local.demo import Demo, DemoReport
 from beatless.local.graph_plane import GraphPlaneReport, start_graph_plane
-from beatless.local.servers import MotoServer, PostgresServer, RedisServer, aws_environment
+from beatless.local.scheduled import ScheduledJobs, ScheduleReport, start_task_api
+from beatless.local.servers import MotoServer, PostgresServer, RedisServer, aws_environment, environ
 from beatless.monitor import Monitor, MonitorSettings, Reading
 from beatless.monitor.job import monitor_for
 from beatless.queues.connection import BrokerSettings, broker_for
@@ -78,6 +80,9 @@ class LocalOptions:
     wait_for_scale_in: bool = True
     graph_nodes: int = 2
     demo: bool = True
+    schedule_speed: float = 60.0  # 0: no scheduled jobs
+    schedule_window_minutes: float = 60.0
+    task_api: bool = True
 
     def __post_init__(self) -> None:
         from beatless.errors import InvalidInputError
@@ -96,6 +101,18 @@ class LocalOptions:
             raise InvalidInputError(
                 "--graph-nodes", "the demo workload needs at least 1 graph node (or --no-demo)"
             )
+        if self.schedule_speed < 0 or not 1 <= self.schedule_window_minutes <= 7 * 24 * 60:
+            raise InvalidInputError(
+                "--schedule-speed/--schedule-window", "speed >= 0, window 1 minute to 7 days"
+            )
+        if self.schedule_speed and self.graph_nodes == 0:
+            raise InvalidInputError(
+                "--graph-nodes", "the scheduled jobs need at least 1 graph node (or --schedule-speed 0)"
+            )
+
+    @property
+    def needs_database(self) -> bool:
+        return self.demo or self.task_api or bool(self.schedule_speed)
 
 
 @dataclass
@@ -113,17 +130,21 @@ class RunReport:
     decisions: list[str] = field(default_factory=list)
     graph_plane: GraphPlaneReport | None = None
     demo: DemoReport | None = None
+    scheduled: ScheduleReport | None = None
 
     @property
     def ok(self) -> bool:
         graphs_ok = self.graph_plane is None or self.graph_plane.ok
         demo_ok = self.demo is None or self.demo.ok
-        return self.applied == self.tasks and self.total == self.tasks and graphs_ok and demo_ok
+        scheduled_ok = self.scheduled is None or self.scheduled.ok
+        tasks_ok = self.applied == self.tasks and self.total == self.tasks
+        return tasks_ok and graphs_ok and demo_ok and scheduled_ok
 
     def as_dict(self) -> dict[str, Any]:
         return {
             **(self.graph_plane.as_dict() if self.graph_plane is not None else {}),
             **(self.demo.as_dict() if self.demo is not None else {}),
+            **(self.scheduled.as_dict() if self.scheduled is not None else {}),
             "tasks_sent": self.tasks,
             "tasks_applied_once": self.applied,
             "effect_total": self.total,
@@ -245,7 +266,11 @@ def run(options: LocalOptions, out: TextIO = sys.stdout) -> RunReport:
         print("starting redis-server and a moto server (the AWS endpoint) ...", file=out, flush=True)
         broker = stack.enter_context(RedisServer())
         moto = stack.enter_context(MotoServer())
-        database = _database(stack, out) if options.demo else None
+        database = _database(stack, out) if options.needs_database else None
+        # This process's own AWS clients (the scheduled jobs', the task API's) reach moto.
+        stack.enter_context(environ(dict(aws_environment(moto.url))))
+        reset_clients()
+        stack.callback(reset_clients)
         env = {
             **{
                 k: v
@@ -310,13 +335,24 @@ def run(options: LocalOptions, out: TextIO = sys.stdout) -> RunReport:
                                                   for q in broker_settings.queues),
             file=out, flush=True,
         )  # fmt: skip
+        if options.task_api and database is not None:
+            start_task_api(stack, env, out)
+        background = []
+        if options.schedule_speed and database is not None and plane is not None:
+            system = _local_system(broker, database, plane, session, moto.url)
+            window = timedelta(minutes=options.schedule_window_minutes)
+            scheduled = ScheduledJobs(system, out, speed=options.schedule_speed, window=window).start()
+            stack.callback(scheduled.close)
+            report.scheduled = scheduled.report
+            background.append(scheduled.thread)
         demo_thread = None
-        if database is not None and plane is not None:
+        if options.demo and database is not None and plane is not None:
             demo = _demo(stack, database, broker, plane, aws["s3"], out)
             report.demo = demo.report
             demo_thread = threading.Thread(target=demo.run, name="demo", daemon=True)
             demo_thread.start()
-        _loop(options, params, monitor, workers, aws["ecs"], broker, report, out, demo_thread)
+            background.append(demo_thread)
+        _loop(options, params, monitor, workers, aws["ecs"], broker, report, out, background)
         if demo_thread is not None and demo_thread.is_alive():
             report.demo.error = report.demo.error or "unfinished when the run gave up"  # type: ignore[union-attr]
         client = redis.Redis.from_url(broker.url)
@@ -399,6 +435,42 @@ def _demo(
     )
 
 
+def _local_system(
+    broker: RedisServer, database: PostgresServer, plane: Any, session: Any, endpoint: str
+) -> Any:
+    """The local servers as the scheduled jobs' needs see them; the Scheduler schedules and the
+    customer data bucket made in moto, as the stacks make them."""
+    from beatless.jobs import JOBS
+    from beatless.local import graph_plane
+    from beatless.local.needs import LocalSystem, create_schedules, watched_jobs_json
+
+    credentials = {
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+        "endpoint_url": endpoint,
+    }
+    bucket = "beatless-local-customer-data"
+    session.client("s3", **credentials).create_bucket(Bucket=bucket)
+    functions = "arn:aws:lambda:us-east-1:123456789012:function:beatless-"
+    role = "arn:aws:iam::123456789012:role/scheduler"
+    create_schedules(session.client("scheduler", **credentials), JOBS, functions, role)
+    return LocalSystem(
+        broker_url=broker.url,
+        queues="graph,ingest,default",
+        database_url=database.dsn,
+        ecs_cluster=ECS_CLUSTER,
+        ecs_service=ECS_SERVICE,
+        storage_bucket=bucket,
+        instance_table=graph_plane.INSTANCE_TABLE,
+        graph_table=graph_plane.GRAPH_TABLE,
+        graph_api_key=plane.api_key,
+        uploads_bucket=graph_plane.UPLOADS_BUCKET,
+        staging_bucket=graph_plane.BUCKET,
+        backup_bucket=graph_plane.BACKUP_BUCKET,
+        watched_jobs=watched_jobs_json(JOBS),
+    )
+
+
 def _loop(
     options: LocalOptions,
     params: ScalingParameters,
@@ -408,7 +480,7 @@ def _loop(
     broker: RedisServer,
     report: RunReport,
     out: TextIO,
-    demo: threading.Thread | None = None,
+    background: list[threading.Thread],
 ) -> None:
     import redis
 
@@ -437,7 +509,7 @@ def _loop(
             report.drained_after_seconds is None
             and idle
             and client.hlen(EFFECTS_APPLIED_KEY) >= options.tasks
-            and (demo is None or not demo.is_alive())
+            and not any(thread.is_alive() for thread in background)
         ):
             report.drained_after_seconds = tick
         if report.drained_after_seconds is not None:
