@@ -166,8 +166,8 @@ class BrokerConfig:
 class WorkerConfig:
     queues: tuple[str, ...] = DEFAULT_QUEUES
     concurrency: int = 2
-    cpu: int = 1024
-    memory_mib: int = 2048
+    cpu: int = worker_settings.DEFAULT_WORKER_CPU_UNITS
+    memory_mib: int = worker_settings.DEFAULT_WORKER_MEMORY_MIB
     image_uri: str | None = None  # None: build worker/Dockerfile from the repository
     visibility_timeout_seconds: int = DEFAULT_VISIBILITY_TIMEOUT_SECONDS
     stop_timeout_seconds: int = WORKER_STOP_TIMEOUT_SECONDS

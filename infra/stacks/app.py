@@ -191,7 +191,7 @@ def build(app: App, config: Config) -> BeatlessStacks:
         log_retention=retention,
         database_ca_bundle=config.database.ca_bundle,
     )
-    api.add_dependency(jobs)  # the test-event registry, when the jobs stack creates it
+    api.add_stack_dependency(jobs)  # the test-event registry, when the jobs stack creates it
     stacks = BeatlessStacks(network, broker, data, monitoring, graph, worker, jobs, api)
     for stack in stacks.all():
         Tags.of(stack).add("project", "beatless")

@@ -5,6 +5,7 @@ beatless jobs [--markdown]       the registry of scheduled jobs
 beatless job NAME [--event JSON] run one job's Lambda handler here (against $DATABASE_URL)
 beatless invoke NAME [--event FILE | --event-json JSON]   any Lambda, as the console's Test does
 beatless schedule [--speed N] [--hours H] [--jobs a,b]   the registry's schedules fired here
+beatless cost [--measured FILE] [--worker-hours H]       the monthly cost beside always-on Celery
 beatless db migrate [--dsn URL]  apply the PostgreSQL schema migrations (default: $DATABASE_URL)
 beatless graph-node              one graph node (settings from the environment: beatless.graphs.node.settings)
 beatless api [--port N]          the task API on this machine (beatless.local.api_commands)
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from beatless.errors import InvalidInputError
 from beatless.local.api_commands import add_parsers as add_api_parsers
@@ -36,6 +38,7 @@ def _local(args: argparse.Namespace) -> int:
         schedule_speed=args.schedule_speed,
         schedule_window_minutes=args.schedule_window,
         task_api=not args.no_api,
+        report_path=Path(args.report) if args.report else None,
     )
     report = run(options)
     if not report.ok:
@@ -142,6 +145,32 @@ def _schedule(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cost(args: argparse.Namespace) -> int:
+    """The monthly cost report (`beatless.cost.report`)."""
+    import dataclasses
+    import json
+
+    from beatless.cost.report import Assumptions, build, measured, render
+    from beatless.jobs import JOBS
+
+    for name in ("worker_hours", "job_seconds", "metrics_per_job"):
+        if getattr(args, name) < 0:
+            raise InvalidInputError(f"--{name.replace('_', '-')}", "must not be negative")
+    assumptions = dataclasses.replace(
+        Assumptions(), worker_hours=args.worker_hours, job_seconds=args.job_seconds,
+        metrics_per_job=args.metrics_per_job,
+    )  # fmt: skip
+    if args.measured:
+        try:
+            summary = json.loads(Path(args.measured).read_text())
+        except (OSError, ValueError) as error:
+            raise InvalidInputError("--measured", f"cannot read {args.measured}: {error}") from None
+        assumptions = measured(summary, assumptions)
+    report = build(JOBS, assumptions)
+    print(json.dumps(report.as_dict(), indent=2) if args.json else render(report))
+    return 0
+
+
 def _invoke(args: argparse.Namespace) -> int:
     from beatless.local.invoke import invoke, load_event, report
 
@@ -177,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         "--schedule-window", type=float, default=60.0, help="minutes of schedules replayed, up to now (60)"
     )
     local.add_argument("--no-api", action="store_true", help="do not serve the task API during the run")
+    local.add_argument(
+        "--report", help="also write the summary (JSON) here: `beatless cost --measured` reads it"
+    )
     local.set_defaults(func=_local)
     jobs = sub.add_parser("jobs", help="list the scheduled jobs of the registry")
     jobs.add_argument("--markdown", action="store_true", help="the README's table")
@@ -200,6 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     schedule.add_argument("--from", dest="start", help="simulated start, ISO (default: now)")
     schedule.add_argument("--jobs", help="comma-separated registry jobs (default: all)")
     schedule.set_defaults(func=_schedule)
+    cost = sub.add_parser("cost", help="the monthly cost, beside the always-on Celery it replaces")
+    cost.add_argument("--measured", help="a `beatless local --report` summary: measured runs and metrics")
+    cost.add_argument("--worker-hours", type=float, default=30.0, help="busy worker hours a month (30)")
+    cost.add_argument("--job-seconds", type=float, default=1.0, help="a job's run, unless measured (1 s)")
+    cost.add_argument("--metrics-per-job", type=int, default=6, help="custom metrics a job, unless measured")
+    cost.add_argument("--json", action="store_true", help="the report as JSON")
+    cost.set_defaults(func=_cost)
     node = sub.add_parser("graph-node", help="run one graph node (LadybugDB behind its HTTP API)")
     node.set_defaults(func=_graph_node)
     db = sub.add_parser("db", help="the PostgreSQL database")

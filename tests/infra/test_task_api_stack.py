@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from beatless.api.environment import task_api
+from tests.infra.conftest import EXISTING_DATABASE_SECRET
 from tests.infra.test_worker_operations import _exported, _spelled
 
 pytestmark = pytest.mark.slow
@@ -86,6 +87,8 @@ def test_the_function_gets_what_the_api_reads_and_no_secret_value(app: Any) -> N
     assert function["VpcConfig"]["SecurityGroupIds"] and function["VpcConfig"]["SubnetIds"]
     # The real reader accepts it (nothing connects before a request).
     rendered = {name: app.render(value) for name, value in env.items()}
+    rendered["DATABASE_SECRET_ARN"] = EXISTING_DATABASE_SECRET  # a rendered reference is no ARN
+    rendered["BROKER_PASSWORD_SECRET_ARN"] = EXISTING_DATABASE_SECRET.replace("db", "broker")
     built = task_api(rendered)
     assert built.transport.priority_steps
 
@@ -112,3 +115,29 @@ def test_alarms_watch_errors_throttles_and_server_errors(app: Any) -> None:
     alarms = app.resources("AWS::CloudWatch::Alarm", app.stacks.api).values()
     assert sorted(a["MetricName"] for a in alarms) == ["5xx", "Errors", "Throttles"]
     assert all(a["AlarmActions"] for a in alarms)
+
+
+def test_the_cost_report_counts_the_alarm_metrics_the_stacks_deploy(synth: Any) -> None:
+    """`beatless cost` prices alarms per metric (high resolution under 60 s): its counts are the
+    synthesized template's."""
+    from beatless.cost.report import Assumptions, build
+
+    high, standard = 0, 0
+    alarms = [
+        a for stack in synth.stacks.all() for a in synth.resources("AWS::CloudWatch::Alarm", stack).values()
+    ]
+    for alarm in alarms:
+        if "Metrics" in alarm:
+            stats = [m["MetricStat"] for m in alarm["Metrics"] if "MetricStat" in m]
+            periods = [s["Period"] for s in stats]
+        else:
+            periods = [alarm["Period"]]
+        high += sum(1 for p in periods if p < 60)
+        standard += sum(1 for p in periods if p >= 60)
+    report = build(synth.config.jobs, Assumptions(queues=len(synth.config.worker.queues)))
+    lines = {line.item: line.quantity for line in report.lines}
+    assert lines["scaling signal: scale-out alarm (high resolution)"] == high
+    assert (
+        lines["scaling signal: scale-in and heartbeat alarms"] + lines["job, task API and graph alarms"]
+        == standard
+    )

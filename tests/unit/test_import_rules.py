@@ -16,6 +16,7 @@ PACKAGE = REPO / "src" / "beatless"
 # the graph node service (LadybugDB), the heavy operations (worker only: pydantic, the graph engine
 # and DuckDB may be theirs).
 OFF_THE_LAMBDA_PATH = (
+    "beatless.cost",  # `beatless cost`: a report, run by operators
     "beatless.api",  # the task API's Lambda: its own bundle and cold-start budget (pydantic)
     "beatless.local",
     "beatless.cli",

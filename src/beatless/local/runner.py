@@ -83,6 +83,7 @@ class LocalOptions:
     schedule_speed: float = 60.0  # 0: no scheduled jobs
     schedule_window_minutes: float = 60.0
     task_api: bool = True
+    report_path: Path | None = None  # where the summary is written as JSON (`beatless cost --measured`)
 
     def __post_init__(self) -> None:
         from beatless.errors import InvalidInputError
@@ -127,6 +128,7 @@ class RunReport:
     drained_after_seconds: float | None = None
     scaled_in_after_seconds: float | None = None
     datapoints_in_cloudwatch: int = 0
+    cloudwatch_metrics: dict[str, int] = field(default_factory=dict)  # what PutMetricData created
     decisions: list[str] = field(default_factory=list)
     graph_plane: GraphPlaneReport | None = None
     demo: DemoReport | None = None
@@ -155,6 +157,7 @@ class RunReport:
             "drained_after_seconds": _round(self.drained_after_seconds),
             "scaled_in_after_seconds": _round(self.scaled_in_after_seconds),
             "pending_datapoints_in_cloudwatch": self.datapoints_in_cloudwatch,
+            "cloudwatch_metrics": self.cloudwatch_metrics,
             "ok": self.ok,
         }
 
@@ -368,8 +371,12 @@ def run(options: LocalOptions, out: TextIO = sys.stdout) -> RunReport:
             Statistics=["SampleCount"],
         )
         report.datapoints_in_cloudwatch = int(sum(p["SampleCount"] for p in stats["Datapoints"]))
+        report.cloudwatch_metrics = _metrics_by_namespace(aws["cloudwatch"])
         client.close()
-    print(json.dumps(report.as_dict(), indent=2), file=out, flush=True)
+    summary = json.dumps(report.as_dict(), indent=2)
+    print(summary, file=out, flush=True)
+    if options.report_path is not None:
+        options.report_path.write_text(summary + "\n")
     return report
 
 
@@ -433,6 +440,15 @@ def _demo(
         query=plane.query,
         out=out,
     )
+
+
+def _metrics_by_namespace(cloudwatch: Any) -> dict[str, int]:
+    """The custom metrics (name and dimension values) each namespace holds in (moto's) CloudWatch."""
+    found: dict[str, int] = {}
+    for page in cloudwatch.get_paginator("list_metrics").paginate():
+        for metric in page["Metrics"]:
+            found[metric["Namespace"]] = found.get(metric["Namespace"], 0) + 1
+    return dict(sorted(found.items()))
 
 
 def _local_system(

@@ -34,6 +34,7 @@ class ScheduleReport:
     runs: dict[str, int] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)
     durations_ms: dict[str, list[float]] = field(default_factory=dict)
+    metrics: dict[str, set[str]] = field(default_factory=dict)  # the custom metrics each job published
     finished: bool = False
 
     @property
@@ -48,6 +49,7 @@ class ScheduleReport:
             "scheduled_runs": dict(sorted(self.runs.items())),
             "scheduled_failures": self.failed[:20],
             "scheduled_median_ms": self.median_ms(),
+            "scheduled_metrics_per_job": {name: len(found) for name, found in sorted(self.metrics.items())},
             "scheduled_ok": self.ok,
         }
 
@@ -77,6 +79,7 @@ class ScheduledJobs:
 
     def _fire(self, name: str, event: dict[str, Any]) -> tuple[bool, Any]:
         done = self._invoke(name, event, self.environments[name])
+        self.report.metrics.setdefault(name, set()).update(emf_metrics(done.logs))
         return done.ok, done.result if done.ok else done.error
 
     def _show(self, run: Run) -> None:
@@ -112,6 +115,23 @@ class ScheduledJobs:
     def close(self) -> None:
         self.stop.set()
         self.thread.join(30)
+
+
+def emf_metrics(logs: str) -> set[str]:
+    """The custom metrics the EMF lines of `logs` publish: namespace, name and dimension values
+    (each distinct one is a metric CloudWatch bills)."""
+    import json
+
+    found = set()
+    for line in logs.splitlines():
+        if not (line.startswith("{") and '"_aws"' in line):
+            continue
+        document = json.loads(line)
+        for block in document["_aws"]["CloudWatchMetrics"]:
+            for dimensions in block.get("Dimensions") or [[]]:
+                where = ",".join(f"{d}={document.get(d)}" for d in dimensions)
+                found |= {f"{block['Namespace']}/{m['Name']}[{where}]" for m in block["Metrics"]}
+    return found
 
 
 def start_task_api(stack: contextlib.ExitStack, env: dict[str, str], out: TextIO) -> Any:

@@ -61,6 +61,9 @@ from beatless.queues.transport import TransportOptions, validate_broker_url, val
 from beatless.settings import Env, env_float, env_int, env_list, env_str, redact_url
 
 PRODUCT_QUEUES: tuple[str, ...] = ("graph", "ingest", "default")
+# The Fargate task size of a worker by default (infra's WorkerConfig; the cost report).
+DEFAULT_WORKER_CPU_UNITS = 1024
+DEFAULT_WORKER_MEMORY_MIB = 2048
 DEFAULT_QUEUE = "default"
 
 # Longer than every task's time limit (checked at start-up). A message held by

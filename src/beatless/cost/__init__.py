@@ -1,0 +1,1 @@
+"""What Beatless costs a month in AWS, beside the always-on Celery it replaces (`beatless cost`)."""
