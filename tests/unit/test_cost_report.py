@@ -46,7 +46,9 @@ def test_lines_add_up_and_the_free_tier_only_lowers_them() -> None:
     assert beat.list_usd == pytest.approx(
         HOURS_PER_MONTH * (0.25 * LIST.fargate_per_vcpu_hour + 0.5 * LIST.fargate_per_gb_hour), abs=1e-3
     )
-    assert report.ratio() == pytest.approx(report.always_on_total() / report.total())
+    assert report.ratio() == pytest.approx(
+        report.always_on_total() / (report.total(SCHEDULES) + report.total(WORKERS))
+    )
 
 
 def test_the_monitor_is_billed_for_its_sampling_window() -> None:

@@ -444,11 +444,12 @@ def _demo(
 
 def _metrics_by_namespace(cloudwatch: Any) -> dict[str, int]:
     """The custom metrics (name and dimension values) each namespace holds in (moto's) CloudWatch."""
-    found: dict[str, int] = {}
+    distinct: dict[str, set[tuple[str, frozenset[tuple[str, str]]]]] = {}
     for page in cloudwatch.get_paginator("list_metrics").paginate():
-        for metric in page["Metrics"]:
-            found[metric["Namespace"]] = found.get(metric["Namespace"], 0) + 1
-    return dict(sorted(found.items()))
+        for metric in page["Metrics"]:  # (moto lists a metric once per datapoint: counted once here)
+            dimensions = frozenset((d["Name"], d["Value"]) for d in metric.get("Dimensions", []))
+            distinct.setdefault(metric["Namespace"], set()).add((metric["MetricName"], dimensions))
+    return {namespace: len(metrics) for namespace, metrics in sorted(distinct.items())}
 
 
 def _local_system(
