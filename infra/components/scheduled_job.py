@@ -12,7 +12,9 @@
   detail type) invoking the function with the event as it is, with the
   entry's retries and maximum event age and the same dead-letter queue;
 * Lambda's async invoke config (the entry's retries and maximum event age);
-* an `Errors` alarm and a missed-run alarm, both to SNS (see below);
+* an `Errors` alarm and a missed-run alarm, both to SNS (see below); a `Throttles` alarm
+  (a run may be late) and a dead-letter alarm (the Scheduler or a rule gave up on an
+  invocation: messages visible in the queue), both to SNS;
 * the grants and environment of each `Need` the entry declares
   (`infra.components.job_grants`: a job that needs the broker or the database
   runs in the VPC, in the groups they accept).
@@ -57,6 +59,7 @@ from beatless.errors import ConfigurationError
 from beatless.events import SCHEDULER_INPUT
 from beatless.jobs import DAY, HOUR, Job
 from beatless.jobs.schedules import EventRule, Schedule, missed_run_window_seconds, needs_watchdog
+from infra.components.alarms import count_alarm
 from infra.components.job_grants import Grant, JobResources, grant_for
 from infra.components.lambda_role import lambda_execution_role
 
@@ -165,6 +168,20 @@ class ScheduledJob(Construct):
             for built in (*self.schedules, *self.rules):
                 built.node.add_dependency(dependency)
         self.errors_alarm = self._build_errors_alarm(alarm_topic)
+        self.throttles_alarm = self._alarm(
+            "ThrottlesAlarm",
+            f"{job.name} was throttled (Lambda Throttles >= 1 in 5 minutes): a run may be late",
+            self.function.metric_throttles(statistic="Sum", period=Duration.minutes(5)),
+            alarm_topic,
+        )
+        self.dead_letter_alarm = self._alarm(
+            "DeadLetterAlarm",
+            f"{job.name}: a schedule or rule gave up on an invocation (its dead-letter queue has a message)",
+            self.dead_letter_queue.metric_approximate_number_of_messages_visible(
+                statistic="Maximum", period=Duration.minutes(5)
+            ),
+            alarm_topic,
+        )
         self.missed_run_alarm = self._build_missed_run_alarm(alarm_topic, watchdog)
         self._acknowledge()
         Validations.of(self.dead_letter_queue).acknowledge(
@@ -261,19 +278,18 @@ class ScheduledJob(Construct):
             ],
         )
 
+    def _alarm(
+        self, id: str, description: str, metric: cloudwatch.IMetric, topic: sns.ITopic
+    ) -> cloudwatch.Alarm:
+        return count_alarm(self, id, description, metric, topic)
+
     def _build_errors_alarm(self, topic: sns.ITopic) -> cloudwatch.Alarm:
-        alarm = cloudwatch.Alarm(
-            self,
+        return self._alarm(
             "ErrorsAlarm",
-            alarm_description=f"{self.job.name} raised (Lambda Errors >= 1 in a minute)",
-            metric=self.function.metric_errors(statistic="Sum", period=Duration.minutes(1)),
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            threshold=1,
-            evaluation_periods=1,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,  # no run, no error
+            f"{self.job.name} raised (Lambda Errors >= 1 in a minute)",
+            self.function.metric_errors(statistic="Sum", period=Duration.minutes(1)),
+            topic,
         )
-        alarm.add_alarm_action(actions.SnsAction(topic))
-        return alarm
 
     def _build_missed_run_alarm(self, topic: sns.ITopic, watchdog: Job | None) -> cloudwatch.Alarm:
         job = self.job

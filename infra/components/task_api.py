@@ -22,7 +22,6 @@ from aws_cdk import aws_apigatewayv2 as apigw
 from aws_cdk import aws_apigatewayv2_authorizers as authorizers
 from aws_cdk import aws_apigatewayv2_integrations as integrations
 from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -30,6 +29,7 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from beatless.jobs import FUNCTION_LIMITS
+from infra.components.alarms import count_alarm
 from infra.components.database import DatabaseAccess
 from infra.components.graph_registry import GraphRegistryAccess
 from infra.components.job_grants import BrokerAccess, Grant
@@ -185,18 +185,4 @@ class TaskApi(Construct):
             ("ServerErrorsAlarm", "task API answered 5xx (>= 1 in a minute)",
              self.http_api.metric_server_error(statistic="Sum", period=minute)),
         ]  # fmt: skip
-        alarms = []
-        for id, description, metric in specs:
-            alarm = cloudwatch.Alarm(
-                self,
-                id,
-                alarm_description=description,
-                metric=metric,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                threshold=1,
-                evaluation_periods=1,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-            )
-            alarm.add_alarm_action(actions.SnsAction(topic))
-            alarms.append(alarm)
-        return alarms
+        return [count_alarm(self, id, description, metric, topic) for id, description, metric in specs]

@@ -113,6 +113,7 @@ def build(app: App, config: Config) -> BeatlessStacks:
             staging_bucket_name=graph.buckets.staging.bucket_name,
             bucket_policy=graph.worker_bucket_policy,
         ),
+        alarm_topic=monitoring.alarms.topic,
     )
     redis = broker.broker
     broker_access = BrokerAccess(

@@ -28,6 +28,7 @@ from beatless.jobs.schedules import needs_watchdog
 from infra.components.console_test_events import ConsoleTestEvents
 from infra.components.database import CA_BUNDLE_IN_ASSET
 from infra.components.job_grants import JobResources, WatchdogAccess
+from infra.components.jobs_dashboard import JobsDashboard
 from infra.components.lambda_bundle import lambda_code
 from infra.components.scheduled_job import ScheduledJob
 from infra.components.schema_migration import HANDLER as MIGRATION_HANDLER
@@ -127,6 +128,7 @@ class ScheduledJobsStack(Stack):
         functions: dict[str, lambda_.IFunction] = {name: built.function for name, built in self.jobs.items()}
         if self.migration is not None:
             functions[MIGRATION_HANDLER] = self.migration.function
+        self.dashboard = JobsDashboard(self, "Dashboard", jobs=self.jobs)
         self.test_events = ConsoleTestEvents(
             self,
             "TestEvents",

@@ -11,11 +11,13 @@ from typing import Any
 
 from aws_cdk import Stack
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from infra.components.network import Network
 from infra.components.queue_scaling import QueueDepthScaling
 from infra.components.redis_broker import RedisBroker
+from infra.components.worker_alarms import WorkerResourceAlarms
 from infra.components.worker_operations import WorkerOperationsAccess
 from infra.components.worker_service import WorkerService, worker_image
 from infra.config import WorkerConfig
@@ -34,6 +36,7 @@ class WorkerStack(Stack):
         repo_root: Path,
         log_retention: logs.RetentionDays,
         operations: WorkerOperationsAccess | None = None,
+        alarm_topic: sns.ITopic | None = None,
         **kwargs: Any,
     ):
         super().__init__(scope, id, **kwargs)
@@ -51,6 +54,11 @@ class WorkerStack(Stack):
             metrics_namespace=metrics_namespace,
             image=worker_image(self, repo_root, config.image_uri),
             log_retention=log_retention,
+        )
+        self.resource_alarms = (
+            WorkerResourceAlarms(self, "ResourceAlarms", service=self.workers.service, topic=alarm_topic)
+            if alarm_topic is not None
+            else None
         )
         self.scaling = QueueDepthScaling(
             self,

@@ -138,6 +138,7 @@ def test_the_cost_report_counts_the_alarm_metrics_the_stacks_deploy(synth: Any) 
     lines = {line.item: line.quantity for line in report.lines}
     assert lines["scaling signal: scale-out alarm (high resolution)"] == high
     assert (
-        lines["scaling signal: scale-in and heartbeat alarms"] + lines["job, task API and graph alarms"]
+        lines["scaling signal: scale-in and heartbeat alarms"]
+        + lines["job, task API, graph and worker alarms"]
         == standard
     )

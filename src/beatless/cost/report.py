@@ -9,12 +9,13 @@ local` prints the medians it measures, tens of milliseconds on its small data). 
 signal: the monitor's metrics (3 per queue and 4 more) and one PutMetricData per reading; the
 scale-out alarm (Σ pending, one high-resolution metric per queue), the scale-in alarm (Σ
 pending + reserved, two standard metrics per queue) and the heartbeat alarm. Observability:
-the jobs' metrics (`metrics_per_job`, an assumption), two alarms per job, the task API's
-three, the graph capacity alarm, the dashboards. Workers: Fargate for `worker_hours` of busy
-workers. The always-on alternative: Celery beat on a 0.25 vCPU / 0.5 GB Fargate service and
-one warm worker of the same size as Beatless', both every hour of the month, compared with
-what Beatless runs on instead (schedules, signal, workers): observability — metrics, alarms,
-dashboards — an always-on deployment needs as well, so it is shown but left out of the ratio.
+the jobs' metrics (`metrics_per_job`, an assumption), four alarms per job, the task API's
+three, the graph capacity alarm, the workers' CPU and memory alarms, the dashboards.
+Workers: Fargate for `worker_hours` of busy workers. The always-on alternative: Celery beat
+on a 0.25 vCPU / 0.5 GB Fargate service and one warm worker of the same size as Beatless',
+both every hour of the month, compared with what Beatless runs on instead (schedules,
+signal, workers): observability (metrics, alarms, dashboards) an always-on deployment needs
+as well, so it is shown but left out of the ratio.
 
 Each line has its list price and its price after AWS's always-free tier (applied per service,
 in the order of the lines). The goals: the schedules and the scaling signal at most $10 a
@@ -41,6 +42,9 @@ WORKERS = "workers"
 MONITOR = "worker_monitor"
 GOAL_SIGNAL_USD = 10.0
 GOAL_RATIO = 10.0
+# Errors, missed run, throttles and dead letters (infra.components.scheduled_job); the task API
+# has 3, the graph plane's capacity 1, the worker service's CPU and memory 2.
+ALARMS_PER_JOB = 4
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ class Assumptions:
     worker_vcpu: float = 1.0
     worker_gb: float = 2.0
     queues: int = 3
-    dashboards: int = 2  # the workers' and the graph plane's
+    dashboards: int = 3  # the workers', the graph plane's and the jobs'
     graph_metrics: int = 10  # what kuzu_instance_monitor puts (PutMetricData), unless measured
 
 
@@ -213,7 +217,8 @@ def build(
              p.alarm_standard_per_month, "alarms")  # fmt: skip
     line(OBSERVABILITY, "job metrics", job_metrics, "metrics", p.metric_per_month, "metrics")
     line(OBSERVABILITY, "graph plane metrics", a.graph_metrics, "metrics", p.metric_per_month, "metrics")
-    line(OBSERVABILITY, "job, task API and graph alarms", 2 * len(jobs) + 3 + 1, "alarm metrics",
+    line(OBSERVABILITY, "job, task API, graph and worker alarms", ALARMS_PER_JOB * len(jobs) + 3 + 1 + 2,
+         "alarm metrics",
          p.alarm_standard_per_month, "alarms")  # fmt: skip
     line(OBSERVABILITY, "dashboards", a.dashboards, "dashboards", p.dashboard_per_month, "dashboards")
     line(WORKERS, "Fargate workers, busy hours", a.worker_hours, "task-hours",
