@@ -79,6 +79,10 @@ class PresenceService:
 
 class PresenceStep(bootsteps.StartStopStep):
     label = "Beatless worker presence"
+    # After the pool: its processes are forked before this step's thread exists. A fork while
+    # a thread is inside an import or holds a lock leaves the child stuck on it for good (a
+    # task received and never run, seen in tests/system/test_local_scale_in.py).
+    requires = ("celery.worker.components:Pool",)
 
     def create(self, parent: Any) -> PresenceService:
         return PresenceService(parent)

@@ -118,6 +118,9 @@ class ProtectionService:
 
 class TaskProtectionStep(bootsteps.StartStopStep):
     label = "Beatless task protection"
+    # After the pool: its processes are forked before this step's thread exists (a fork while a
+    # thread holds a lock or an import leaves the child stuck).
+    requires = ("celery.worker.components:Pool",)
 
     def create(self, parent: Any) -> ProtectionService:
         service = ProtectionService(parent.app.settings)

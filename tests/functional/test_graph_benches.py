@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow
         ["communities.py", "--smoke"],
         ["progress_latency.py", "--smoke"],
         ["task_api.py", "--smoke"],
+        ["local_scaling.py", "--smoke"],
     ],
     ids=lambda c: c[0].removesuffix(".py"),
 )

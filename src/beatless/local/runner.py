@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,7 @@ from beatless.monitor.job import monitor_for
 from beatless.queues.connection import BrokerSettings, broker_for
 from beatless.queues.scaling import Decision, ScalingParameters, ScalingState, decide
 from beatless.queues.scaling import Reading as ScalingReading
+from beatless.workers import presence
 
 ECS_CLUSTER = "beatless-local"
 ECS_SERVICE = "workers"
@@ -125,10 +127,12 @@ class RunReport:
     failed_readings: int = 0
     peak_workers: int = 0
     first_worker_after_seconds: float | None = None
+    first_consumed_after_seconds: float | None = None  # a worker held a task (reserved, or done)
     drained_after_seconds: float | None = None
     scaled_in_after_seconds: float | None = None
     datapoints_in_cloudwatch: int = 0
     cloudwatch_metrics: dict[str, int] = field(default_factory=dict)  # what PutMetricData created
+    scale_ins_that_kept_a_busy_worker: int = 0
     decisions: list[str] = field(default_factory=list)
     graph_plane: GraphPlaneReport | None = None
     demo: DemoReport | None = None
@@ -154,10 +158,12 @@ class RunReport:
             "failed_readings": self.failed_readings,
             "peak_workers": self.peak_workers,
             "first_worker_after_seconds": _round(self.first_worker_after_seconds),
+            "first_consumed_after_seconds": _round(self.first_consumed_after_seconds),
             "drained_after_seconds": _round(self.drained_after_seconds),
             "scaled_in_after_seconds": _round(self.scaled_in_after_seconds),
             "pending_datapoints_in_cloudwatch": self.datapoints_in_cloudwatch,
             "cloudwatch_metrics": self.cloudwatch_metrics,
+            "scale_ins_that_kept_a_busy_worker": self.scale_ins_that_kept_a_busy_worker,
             "ok": self.ok,
         }
 
@@ -184,14 +190,31 @@ def source_checkout() -> Path:
 
 
 class LocalWorkers:
-    """Celery worker processes standing in for the Fargate service's tasks."""
+    """Celery worker processes standing in for the Fargate service's tasks.
 
-    def __init__(self, env: dict[str, str], root: Path, logdir: Path) -> None:
+    Scaling in stops the newest workers first, as ECS does, and never one that holds a task:
+    with `presence` (each worker's own line, `beatless.workers.presence`), a worker that is busy
+    or protected — or has not said yet — keeps running, as ECS keeps a task with scale-in
+    protection, and the next decision tries again."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        root: Path,
+        logdir: Path,
+        presence: Callable[[], list[Any]] | None = None,
+        log_level: str = "WARNING",
+    ) -> None:
         self.env = env
+        self.log_level = log_level
         self.root = root
         self.logdir = logdir
+        self.presence = presence
         self.running: list[subprocess.Popen[bytes]] = []
+        self.names: dict[int, str] = {}  # pid -> the worker's node name
         self.started = 0
+        self.stopped: list[str] = []
+        self.kept_busy = 0  # scale-ins that left a busy worker running
 
     def scale_to(self, desired: int) -> None:
         self.running = [p for p in self.running if p.poll() is None]
@@ -199,17 +222,33 @@ class LocalWorkers:
             self.started += 1
             name = f"local{self.started}"
             log = (self.logdir / f"{name}.log").open("ab")
-            self.running.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-n", f"{name}@%h",
-                     "-l", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-                    cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                )
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-n", f"{name}@%h",
+                 "-l", self.log_level, "--without-gossip", "--without-mingle", "--without-heartbeat"],
+                cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
-        while len(self.running) > desired:
-            # Newest first; SIGTERM is the worker's soft shutdown (as ECS stops a task).
-            proc = self.running.pop()
+            self.running.append(proc)
+            self.names[proc.pid] = f"{name}@{socket.gethostname()}"
+        if len(self.running) <= desired:
+            return
+        idle = self._idle()
+        for proc in reversed(list(self.running)):  # newest first
+            if len(self.running) <= desired:
+                break
+            name = self.names[proc.pid]
+            if idle is not None and name not in idle:
+                self.kept_busy += 1
+                continue
+            # SIGTERM is the worker's soft shutdown (as ECS stops a task).
+            self.running.remove(proc)
             proc.send_signal(signal.SIGTERM)
+            self.stopped.append(name)
+
+    def _idle(self) -> set[str] | None:
+        """The workers that said they hold nothing and are not protected (None: not asked)."""
+        if self.presence is None:
+            return None
+        return {w.name for w in self.presence() if w.state == "idle" and w.protected is not True}
 
     def stop_all(self, timeout: float = 30.0) -> None:
         for proc in self.running:
@@ -287,6 +326,8 @@ def run(options: LocalOptions, out: TextIO = sys.stdout) -> RunReport:
             # Short local stop timeout: a scaled-in worker is idle anyway.
             "WORKER_STOP_TIMEOUT_SECONDS": "30",
             "WORKER_SOFT_SHUTDOWN_SECONDS": "10",
+            # Fresh lines: the scaler keeps a worker that holds a task (`LocalWorkers`).
+            "WORKER_PRESENCE_SECONDS": "0.5",
         }
         session = boto3.Session(region_name=env["AWS_DEFAULT_REGION"])
         aws: dict[str, Any] = {
@@ -322,7 +363,9 @@ def run(options: LocalOptions, out: TextIO = sys.stdout) -> RunReport:
             cloudwatch=aws["cloudwatch"],
             ecs=aws["ecs"],
         )
-        workers = LocalWorkers(env, root, logdir)
+        presence_client = redis.Redis.from_url(broker.url)
+        stack.callback(presence_client.close)
+        workers = LocalWorkers(env, root, logdir, presence=lambda: presence.read(presence_client))
         stack.callback(workers.stop_all)
 
         print(f"enqueueing {options.tasks} tasks across graph/ingest/default and 6 priority levels ...",
@@ -372,6 +415,7 @@ def run(options: LocalOptions, out: TextIO = sys.stdout) -> RunReport:
         )
         report.datapoints_in_cloudwatch = int(sum(p["SampleCount"] for p in stats["Datapoints"]))
         report.cloudwatch_metrics = _metrics_by_namespace(aws["cloudwatch"])
+        report.scale_ins_that_kept_a_busy_worker = workers.kept_busy
         client.close()
     summary = json.dumps(report.as_dict(), indent=2)
     print(summary, file=out, flush=True)
@@ -520,6 +564,11 @@ def _loop(
         report.peak_workers = max(report.peak_workers, len(workers.running))
         if report.first_worker_after_seconds is None and workers.running:
             report.first_worker_after_seconds = tick
+        if report.first_consumed_after_seconds is None and (
+            (reading.depth is not None and any(d.reserved for d in reading.depth.queues.values()))
+            or client.hlen(EFFECTS_APPLIED_KEY)
+        ):
+            report.first_consumed_after_seconds = tick
         print(_row(tick, reading, len(workers.running), decision), file=out, flush=True)
         idle = reading.depth is not None and all(d.total == 0 for d in reading.depth.queues.values())
         if (
