@@ -63,7 +63,8 @@ def test_twenty_scale_ins_with_tasks_running_stop_only_idle_workers(redis_url: s
             except AssertionError:
                 running = [workers.names[p.pid] for p in workers.running]
                 applied = int(client.hlen(EFFECTS_APPLIED_KEY))
-                state = (cycle, sent, applied, busy, stopped, running, presence.read(client), lines["seen"][-3:])
+                seen = lines["seen"][-3:]
+                state = (cycle, sent, applied, busy, stopped, running, presence.read(client), seen)
                 raise AssertionError(state) from None
             time.sleep(0.5)  # their next presence line says idle
     finally:
