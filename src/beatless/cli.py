@@ -126,16 +126,15 @@ def _schedule(args: argparse.Namespace) -> int:
         raise InvalidInputError("--from", f"not an ISO time: {args.start!r}") from None
     start = start if start.tzinfo else start.replace(tzinfo=UTC)
 
-    def fire(name: str, event: dict[str, object]) -> tuple[bool, object]:
-        done = invoke(name, event)
-        return done.ok, done.result if done.ok else done.error
-
     def show(run: Run) -> None:
         label = f"{run.fire.job}:{run.fire.label}" if run.fire.label else run.fire.job
         verdict = "ok" if run.ok else f"FAILED {run.result}"[:200]
         print(f"{run.fire.at:%Y-%m-%d %H:%M} {label:<38} {run.seconds * 1000:6.0f} ms {verdict}", flush=True)
 
-    loop = SchedulerLoop([j for j in JOBS if j.name in names], fire, SimulatedClock(start, args.speed))
+    jobs = [j for j in JOBS if j.name in names]
+    loop = SchedulerLoop(
+        jobs, lambda name, event: invoke(name, event).outcome, SimulatedClock(start, args.speed)
+    )
     try:
         runs = loop.run(start + timedelta(hours=args.hours), on_run=show)
     except KeyboardInterrupt:

@@ -5,7 +5,6 @@ times, and each run answers for the time it was fired for."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from beatless.jobs import job
 from beatless.local.invoke import invoke
@@ -16,11 +15,9 @@ def test_an_accelerated_hour_fires_the_real_handlers_at_their_times(dsn: str) ->
     start = (datetime.now(UTC) - timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
     jobs = [job("credit_reservation_cleanup"), job("pending_transaction_processor")]
 
-    def real(name: str, event: dict[str, Any]) -> tuple[bool, Any]:
-        done = invoke(name, event)
-        return done.ok, done.result if done.ok else done.error
-
-    loop = SchedulerLoop(jobs, real, SimulatedClock(start, speed=3600 * 20))
+    loop = SchedulerLoop(
+        jobs, lambda name, event: invoke(name, event).outcome, SimulatedClock(start, speed=3600 * 20)
+    )
     runs = loop.run(start + timedelta(hours=1))
     assert loop.counts() == {"credit_reservation_cleanup": 4, "pending_transaction_processor": 4}
     assert all(run.ok for run in runs), [run.result for run in runs if not run.ok]

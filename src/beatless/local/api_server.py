@@ -30,9 +30,12 @@ import psycopg
 
 from beatless.api.app import TaskHttpApp
 from beatless.api.service import BrokerUnavailableError, NotFoundError, TaskApi
+from beatless.jobs import FUNCTION_LIMITS
 from beatless.local.context import LocalContext
 
 FUNCTION_NAME = "task_api"
+# The deployed function's memory and timeout: each request's context has its deadline.
+FUNCTION_LIMIT = (FUNCTION_LIMITS[FUNCTION_NAME].memory_mb, FUNCTION_LIMITS[FUNCTION_NAME].timeout_seconds)
 SSE_POLL_SECONDS = 0.1
 SSE_KEEPALIVE_SECONDS = 15.0
 MAX_BODY_BYTES = 1_000_000
@@ -96,12 +99,10 @@ class TaskApiServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        timeout_seconds: float = 30.0,
     ) -> None:
         if len(token) < 16:
             raise ValueError("the API token must be at least 16 characters")
         self.app, self.api, self.token = app, api, token
-        self.timeout_seconds = timeout_seconds
         self.httpd = ThreadingHTTPServer((host, port), _handler_class(self))
         self.httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -187,9 +188,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         )
         try:
             with self.api_server.lock:
-                answer = self.api_server.app.handle(
-                    event, LocalContext(FUNCTION_NAME, 512, self.api_server.timeout_seconds)
-                )
+                answer = self.api_server.app.handle(event, LocalContext(FUNCTION_NAME, *FUNCTION_LIMIT))
         except Exception:  # as API Gateway answers a Lambda that raised; the traceback goes to the log
             traceback.print_exc()
             return self._send_json(500, {"error": {"field": None, "message": "internal error"}})

@@ -68,6 +68,11 @@ class Invocation:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def outcome(self) -> tuple[bool, Any]:
+        """(ok, the result or the console's error): what the scheduler loop records of a run."""
+        return self.ok, self.result if self.ok else self.error
+
 
 def functions() -> dict[str, tuple[int, int]]:
     """Every Lambda of bin/lambda: name -> (memory MB, timeout seconds)."""

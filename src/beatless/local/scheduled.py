@@ -80,7 +80,7 @@ class ScheduledJobs:
     def _fire(self, name: str, event: dict[str, Any]) -> tuple[bool, Any]:
         done = self._invoke(name, event, self.environments[name])
         self.report.metrics.setdefault(name, set()).update(emf_metrics(done.logs))
-        return done.ok, done.result if done.ok else done.error
+        return done.outcome
 
     def _show(self, run: Run) -> None:
         label = f"{run.fire.job}:{run.fire.label}" if run.fire.label else run.fire.job
