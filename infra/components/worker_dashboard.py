@@ -1,5 +1,12 @@
-"""The operators' dashboard of the worker service: queue depth per queue, task
-counts, protected tasks, protection failures and the monitor's own health."""
+"""The operators' dashboard of the worker service: queue depth per queue, scaling
+activity (the scale-out and scale-in alarms, desired vs running tasks), protected
+tasks, protection failures and the monitor's own health.
+
+Scaling activity is what CloudWatch holds of it: each scaling alarm's metric
+against its threshold (an alarm in ALARM invokes its step policy) and the service's
+desired count, which moves at each step taken. Application Auto Scaling's own
+log of activities (each step's cause, a failed step) is not a metric:
+`aws application-autoscaling describe-scaling-activities --service-namespace ecs`."""
 
 from __future__ import annotations
 
@@ -14,10 +21,21 @@ from infra.components.worker_metrics import per_task_search, queue_metric, servi
 
 HIGH_RES = Duration.seconds(10)
 MINUTE = Duration.minutes(1)
+WIDTH = 8
 
 
 class WorkerDashboard(Construct):
-    def __init__(self, scope: Construct, id: str, *, namespace: str, queues: Sequence[str]):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        namespace: str,
+        queues: Sequence[str],
+        scale_out_alarm: cloudwatch.IAlarm,
+        scale_in_alarm: cloudwatch.IAlarm,
+        max_tasks: int,
+    ):
         super().__init__(scope, id)
 
         def per_queue(name: str) -> list[cloudwatch.IMetric]:
@@ -44,7 +62,6 @@ class WorkerDashboard(Construct):
             label="",
             period=MINUTE,
         )
-        width = 8
         self.dashboard = cloudwatch.Dashboard(
             self,
             "Dashboard",
@@ -52,29 +69,58 @@ class WorkerDashboard(Construct):
             widgets=[
                 [
                     cloudwatch.GraphWidget(
-                        title="Pending tasks per queue", left=per_queue(metrics.PENDING_TASKS), width=width
+                        title="Pending tasks per queue", left=per_queue(metrics.PENDING_TASKS), width=WIDTH
                     ),
                     cloudwatch.GraphWidget(
-                        title="Reserved tasks per queue", left=per_queue(metrics.RESERVED_TASKS), width=width
+                        title="Reserved tasks per queue", left=per_queue(metrics.RESERVED_TASKS), width=WIDTH
                     ),
                     cloudwatch.GraphWidget(
                         title="Backlog per running task",
                         left=per_queue(metrics.BACKLOG_PER_TASK),
-                        width=width,
+                        width=WIDTH,
+                    ),
+                ],
+                [
+                    cloudwatch.AlarmStatusWidget(
+                        title="Scaling alarms now (ALARM: its step policy is being invoked)",
+                        alarms=[scale_out_alarm, scale_in_alarm],
+                        width=3 * WIDTH,
+                        height=2,
+                    ),
+                ],
+                [
+                    # An alarm widget plots the alarm's own metric (a SUM over the queues) and threshold.
+                    cloudwatch.AlarmWidget(
+                        title="Scale out: pending tasks (all queues) vs threshold",
+                        alarm=scale_out_alarm,
+                        left_y_axis=cloudwatch.YAxisProps(min=0),
+                        width=WIDTH,
+                    ),
+                    cloudwatch.AlarmWidget(
+                        title="Scale in: pending + reserved tasks (all queues) vs threshold",
+                        alarm=scale_in_alarm,
+                        left_y_axis=cloudwatch.YAxisProps(min=0),
+                        width=WIDTH,
+                    ),
+                    # Each step moves DesiredTasks; RunningTasks follows as tasks start or stop
+                    # (protected tasks finish their work before a scale-in stops them).
+                    cloudwatch.GraphWidget(
+                        title="Desired vs running tasks",
+                        left=[
+                            service(metrics.DESIRED_TASKS, "Maximum"),
+                            service(metrics.RUNNING_TASKS, "Maximum"),
+                            protected,
+                        ],
+                        left_annotations=[
+                            cloudwatch.HorizontalAnnotation(value=max_tasks, label="max tasks")
+                        ],
+                        left_y_axis=cloudwatch.YAxisProps(min=0),
+                        width=WIDTH,
                     ),
                 ],
                 [
                     cloudwatch.GraphWidget(
-                        title="Worker tasks",
-                        left=[
-                            service(metrics.RUNNING_TASKS, "Maximum"),
-                            service(metrics.DESIRED_TASKS, "Maximum"),
-                            protected,
-                        ],
-                        width=width,
-                    ),
-                    cloudwatch.GraphWidget(
-                        title="Task protection failures", left=[protection_failures], width=width
+                        title="Task protection failures", left=[protection_failures], width=WIDTH
                     ),
                     cloudwatch.GraphWidget(
                         title="Monitor heartbeat / errors per minute",
@@ -82,7 +128,7 @@ class WorkerDashboard(Construct):
                             service(metrics.MONITOR_HEARTBEAT, "Sum", MINUTE),
                             service(metrics.MONITOR_ERRORS, "Sum", MINUTE),
                         ],
-                        width=width,
+                        width=WIDTH,
                     ),
                 ],
             ],

@@ -1,7 +1,8 @@
-"""The monitoring stack: the alarm topic, the stale-heartbeat alarm and the dashboard.
+"""The monitoring stack: the alarm topic and the stale-heartbeat alarm.
 
 It references no other stack's resources (only names and metric constants),
-so every other stack can send its alarms here.
+so every other stack can send its alarms here. The workers' dashboard is in the
+worker stack, next to the scaling alarms it shows.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from constructs import Construct
 
 from infra.components.alarm_topic import AlarmTopic
 from infra.components.monitor_health import MonitorHealth
-from infra.components.worker_dashboard import WorkerDashboard
 from infra.config import Config
 
 
@@ -27,7 +27,4 @@ class MonitoringStack(Stack):
             namespace=config.metrics_namespace,
             scaling=config.worker.scaling,
             topic=self.alarms.topic,
-        )
-        self.dashboard = WorkerDashboard(
-            self, "Workers", namespace=config.metrics_namespace, queues=config.worker.queues
         )

@@ -1,4 +1,6 @@
-"""The worker stack: the Celery worker service and its queue-depth autoscaling.
+"""The worker stack: the Celery worker service, its queue-depth autoscaling and its
+dashboard (here, not in the monitoring stack, as it shows the scaling alarms: the
+monitoring stack refers to no other stack, and this one refers to it).
 
 The tasks join the broker's client group and, given `operations` (composed from
 the data and graph stacks' accesses), the database's and the graph nodes' client
@@ -18,6 +20,7 @@ from infra.components.network import Network
 from infra.components.queue_scaling import QueueDepthScaling
 from infra.components.redis_broker import RedisBroker
 from infra.components.worker_alarms import WorkerResourceAlarms
+from infra.components.worker_dashboard import WorkerDashboard
 from infra.components.worker_operations import WorkerOperationsAccess
 from infra.components.worker_service import WorkerService, worker_image
 from infra.config import WorkerConfig
@@ -68,4 +71,13 @@ class WorkerStack(Stack):
             queues=config.queues,
             namespace=metrics_namespace,
             params=config.scaling,
+        )
+        self.dashboard = WorkerDashboard(
+            self,
+            "Dashboard",
+            namespace=metrics_namespace,
+            queues=config.queues,
+            scale_out_alarm=self.scaling.scale_out_alarm,
+            scale_in_alarm=self.scaling.scale_in_alarm,
+            max_tasks=config.scaling.max_tasks,
         )

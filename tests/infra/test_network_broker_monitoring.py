@@ -1,4 +1,4 @@
-"""The VPC, the Redis broker, the alarm topic and the dashboard."""
+"""The VPC, the Redis broker, the alarm topic and the workers' dashboard (in the worker stack)."""
 
 from __future__ import annotations
 
@@ -84,18 +84,22 @@ def test_alarm_topic_is_encrypted_and_tls_only_with_optional_email(synth: Any, s
 
 
 def test_dashboard_shows_depth_tasks_protection_and_monitor_health(synth: Any) -> None:
-    dashboard = synth.properties(synth.stacks.monitoring.dashboard.dashboard)
+    dashboard = synth.properties(synth.stacks.worker.dashboard.dashboard)
     body = json.loads(synth.render(dashboard["DashboardBody"]))
     titles = [w["properties"]["title"] for w in body["widgets"]]
     assert titles == [
         "Pending tasks per queue",
         "Reserved tasks per queue",
         "Backlog per running task",
-        "Worker tasks",
+        "Scaling alarms now (ALARM: its step policy is being invoked)",
+        "Scale out: pending tasks (all queues) vs threshold",
+        "Scale in: pending + reserved tasks (all queues) vs threshold",
+        "Desired vs running tasks",
         "Task protection failures",
         "Monitor heartbeat / errors per minute",
     ]
-    by_title = {w["properties"]["title"]: w["properties"]["metrics"] for w in body["widgets"]}
+    # The scaling widgets: tests/infra/test_scaling_alarms.py
+    by_title = {w["properties"]["title"]: w["properties"].get("metrics") for w in body["widgets"]}
     namespace = synth.config.metrics_namespace
     for title, name in (
         ("Pending tasks per queue", metrics.PENDING_TASKS),
@@ -104,7 +108,7 @@ def test_dashboard_shows_depth_tasks_protection_and_monitor_health(synth: Any) -
     ):
         queues = [m[3] for m in by_title[title] if m[:3] == [namespace, name, metrics.QUEUE_DIMENSION]]
         assert queues == list(synth.config.worker.queues)
-    tasks = json.dumps(by_title["Worker tasks"])
+    tasks = json.dumps(by_title["Desired vs running tasks"])
     for name in (metrics.RUNNING_TASKS, metrics.DESIRED_TASKS):
         assert f'"{name}"' in tasks
     search = f'{{{namespace},{metrics.TASK_ID_DIMENSION}}} MetricName=\\"{metrics.TASK_PROTECTED}\\"'

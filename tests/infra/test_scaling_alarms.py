@@ -1,9 +1,10 @@
 """The worker service's autoscaling as synthesized: capacity, step policies,
-scale-out/scale-in/heartbeat alarms, and alarm <-> metric parity with what the
-monitor publishes."""
+scale-out/scale-in/heartbeat alarms, alarm <-> metric parity with what the
+monitor publishes, and the scaling activity on the workers' dashboard."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from beatless import metrics
 from beatless.jobs import job
 from beatless.queues.scaling import ScalingParameters
+from tests.infra.conftest import render
 
 pytestmark = pytest.mark.slow
 
@@ -190,3 +192,38 @@ def test_worst_case_time_to_a_scale_out_decision_is_within_30_seconds(synth: Any
     worst = interval + period * alarm["DatapointsToAlarm"]
     assert worst == synth.config.worker.scaling.worst_case_scale_out_seconds(interval)
     assert worst <= 30
+
+
+def test_dashboard_shows_scaling_activity_the_alarms_and_desired_vs_running_tasks(synth: Any) -> None:
+    """The scale-out and scale-in alarms themselves (by ARN: their state, and their metric against
+    the threshold), and the desired vs running task counts the monitor publishes, on one graph."""
+    worker = synth.stacks.worker
+    scaling = worker.scaling
+    out_id, in_id = synth.logical_id(scaling.scale_out_alarm), synth.logical_id(scaling.scale_in_alarm)
+    dashboard = synth.properties(worker.dashboard.dashboard)
+    # Each alarm's {"Fn::GetAtt": [id, "Arn"]} rendered as a stand-in naming it.
+    body = json.loads(render(dashboard["DashboardBody"], {out_id: "arn:scale-out", in_id: "arn:scale-in"}))
+    parts = dashboard["DashboardBody"]["Fn::Join"][1]
+    for logical_id in (out_id, in_id):
+        assert {"Fn::GetAtt": [logical_id, "Arn"]} in parts, logical_id
+    widgets = {w["properties"].get("title"): w for w in body["widgets"]}
+
+    (status,) = [w for w in body["widgets"] if w["type"] == "alarm"]
+    assert status["properties"]["alarms"] == ["arn:scale-out", "arn:scale-in"]
+    shown = [
+        w["properties"]["annotations"]["alarms"]
+        for w in body["widgets"]
+        if w["type"] == "metric" and "alarms" in w["properties"].get("annotations", {})
+    ]
+    assert shown == [["arn:scale-out"], ["arn:scale-in"]]
+
+    namespace = synth.config.metrics_namespace
+    graph = widgets["Desired vs running tasks"]["properties"]
+    # Dimensionless, as published, at the monitor's 10 s resolution: each step moves DesiredTasks.
+    for name in (metrics.DESIRED_TASKS, metrics.RUNNING_TASKS):
+        assert [namespace, name, {"period": 10, "stat": "Maximum"}] in graph["metrics"], name
+    assert graph["annotations"]["horizontal"] == [
+        {"value": synth.config.worker.scaling.max_tasks, "label": "max tasks", "yAxis": "left"}
+    ]
+    # In the alarms' own stack, so it imports nothing (test_the_stacks_still_refer_only_down: no cycle).
+    assert "Fn::ImportValue" not in json.dumps(dashboard)
