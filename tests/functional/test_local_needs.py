@@ -14,7 +14,13 @@ import pytest
 from beatless.graphs.registry import create_tables
 from beatless.jobs import JOBS, Job
 from beatless.local.invoke import invoke
-from beatless.local.needs import LocalSystem, create_schedules, job_environment, watched_jobs_json
+from beatless.local.needs import (
+    LocalSystem,
+    create_dead_letter_queues,
+    create_schedules,
+    job_environment,
+    watched_jobs_json,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -32,7 +38,8 @@ def system(aws: str, dsn: str, redis_url: str) -> LocalSystem:
     )
     ecs.create_service(cluster="local", serviceName="workers", taskDefinition="w")
     create_schedules(boto3.client("scheduler"), JOBS, "arn:aws:lambda:us-east-1:123456789012:function:b-",
-                     "arn:aws:iam::123456789012:role/s")  # fmt: skip
+                     "arn:aws:iam::123456789012:role/s",
+                     create_dead_letter_queues(boto3.client("sqs"), JOBS))  # fmt: skip
     return LocalSystem(
         broker_url=redis_url, queues="graph,ingest,default", database_url=dsn, ecs_cluster="local",
         ecs_service="workers", storage_bucket="data", instance_table="instances", graph_table="graphs",

@@ -100,10 +100,10 @@ def load_event(name: str, event_file: str | None, event_json: str | None) -> Any
         raise InvalidInputError("--event", f"{path} is not JSON: {error}") from None
 
 
-def invoke(name: str, event: Any, env: Mapping[str, str] | None = None) -> Invocation:
+def invoke(name: str, event: Any, env: Mapping[str, str | None] | None = None) -> Invocation:
     """Run `name`'s handler on `event` (see the module docstring); never raises for the handler.
-    `env`: the function's environment over this process's (default: a job's registry defaults,
-    where this process sets nothing)."""
+    `env`: the function's environment over this process's, None unsetting a variable (default:
+    a job's registry defaults, where this process sets nothing)."""
     known = functions()
     if name not in known:
         raise InvalidInputError("name", f"no Lambda {name!r}; one of {', '.join(sorted(known))}")

@@ -499,11 +499,19 @@ def _metrics_by_namespace(cloudwatch: Any) -> dict[str, int]:
 def _local_system(
     broker: RedisServer, database: PostgresServer, plane: Any, session: Any, endpoint: str
 ) -> Any:
-    """The local servers as the scheduled jobs' needs see them; the Scheduler schedules and the
-    customer data bucket made in moto, as the stacks make them."""
+    """The local servers as the scheduled jobs' needs see them; the customer data bucket, a
+    dead-letter queue per job, the Scheduler schedules and the secrets (the database's, the
+    broker's AUTH token, the graph API key: the jobs get their ARNs) made in moto, as the
+    stacks make them (`beatless.local.needs`)."""
     from beatless.jobs import JOBS
     from beatless.local import graph_plane
-    from beatless.local.needs import LocalSystem, create_schedules, watched_jobs_json
+    from beatless.local.needs import (
+        LocalSystem,
+        create_dead_letter_queues,
+        create_schedules,
+        create_secrets,
+        watched_jobs_json,
+    )
 
     credentials = {
         "aws_access_key_id": "testing",
@@ -514,7 +522,10 @@ def _local_system(
     session.client("s3", **credentials).create_bucket(Bucket=bucket)
     functions = "arn:aws:lambda:us-east-1:123456789012:function:beatless-"
     role = "arn:aws:iam::123456789012:role/scheduler"
-    create_schedules(session.client("scheduler", **credentials), JOBS, functions, role)
+    dead_letters = create_dead_letter_queues(session.client("sqs", **credentials), JOBS)
+    create_schedules(session.client("scheduler", **credentials), JOBS, functions, role, dead_letters)
+    secretsmanager = session.client("secretsmanager", **credentials)
+    held = create_secrets(secretsmanager, database=database, broker=broker, graph_api_key=plane.api_key)
     return LocalSystem(
         broker_url=broker.url,
         queues="graph,ingest,default",
@@ -529,6 +540,7 @@ def _local_system(
         staging_bucket=graph_plane.BUCKET,
         backup_bucket=graph_plane.BACKUP_BUCKET,
         watched_jobs=watched_jobs_json(JOBS),
+        secrets=held,
     )
 
 
