@@ -39,8 +39,14 @@ def _local(args: argparse.Namespace) -> int:
         schedule_window_minutes=args.schedule_window,
         task_api=not args.no_api,
         report_path=Path(args.report) if args.report else None,
+        view=("live" if sys.stdout.isatty() else "plain") if args.view == "auto" else args.view,
+        state_dir=Path(args.state_dir),
+        resume=args.resume,
+        plot=not args.no_plot,
     )
     report = run(options)
+    if report.interrupted:
+        return 130  # as a shell reports a Ctrl-C
     if not report.ok:
         print(
             f"FAILED: {report.tasks} tasks sent, {report.applied} applied once, effect total {report.total}"
@@ -208,6 +214,19 @@ def main(argv: list[str] | None = None) -> int:
     local.add_argument(
         "--report", help="also write the summary (JSON) here: `beatless cost --measured` reads it"
     )
+    local.add_argument(
+        "--view", choices=("auto", "live", "plain"), default="auto",
+        help="live: the terminal view; plain: a line per reading (default: live on a terminal)",
+    )  # fmt: skip
+    local.add_argument(
+        "--state-dir", default=".beatless-local",
+        help="the run's data, logs, pids and plot (default .beatless-local)",
+    )  # fmt: skip
+    local.add_argument(
+        "--resume", action="store_true",
+        help="carry on with the queues and database an interrupted run left (default: start clean)",
+    )  # fmt: skip
+    local.add_argument("--no-plot", action="store_true", help="do not draw the plot at the end")
     local.set_defaults(func=_local)
     jobs = sub.add_parser("jobs", help="list the scheduled jobs of the registry")
     jobs.add_argument("--markdown", action="store_true", help="the README's table")

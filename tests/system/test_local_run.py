@@ -9,6 +9,9 @@ progress and credits shown, the charges equal to what left the accounts."""
 from __future__ import annotations
 
 import io
+import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -18,15 +21,17 @@ from beatless.local.demo import MIN_NMI
 from beatless.local.runner import LocalOptions, run
 
 
-def test_local_run_scales_out_drains_and_scales_in() -> None:
+def test_local_run_scales_out_drains_and_scales_in(tmp_path: Path) -> None:
     out = io.StringIO()
     report = run(
         LocalOptions(tasks=24, steps=1, step_seconds=0.3, sample_interval_seconds=1.0, max_workers=3,
-                     timeout_seconds=240, schedule_speed=720, schedule_window_minutes=60),
+                     timeout_seconds=240, schedule_speed=720, schedule_window_minutes=60, view="live",
+                     state_dir=tmp_path),
         out=out,
     )  # fmt: skip
-    text = out.getvalue()
-    assert report.ok, text
+    frame = out.getvalue()  # the live view's last frame (not a terminal), then the summary
+    text = (tmp_path / "run.log").read_text()  # what the run's parts printed under the view
+    assert report.ok, (frame, text)
     assert report.applied == 24 and report.total == 24  # nothing lost, nothing applied twice
     assert report.failed_readings == 0
     assert 1 <= report.peak_workers <= 3
@@ -36,7 +41,8 @@ def test_local_run_scales_out_drains_and_scales_in() -> None:
     assert report.scaled_in_after_seconds >= report.drained_after_seconds
     # every reading reached (moto's) CloudWatch as the Lambda would publish it
     assert report.datapoints_in_cloudwatch == report.readings
-    assert "scale_out" in text and "scale_in" in text
+    decisions = " ".join(report.decisions)
+    assert "(0 -> " in decisions and " -> 0" in decisions, decisions  # out from zero, in to zero
     graphs = report.graph_plane
     assert graphs is not None and graphs.registered == 2, text  # both nodes registered themselves
     assert graphs.loaded_rows == {"Company": 200, "Owns": 200}
@@ -74,6 +80,15 @@ def test_local_run_scales_out_drains_and_scales_in() -> None:
     assert scheduled.runs["job_watchdog"] == 1  # cron(50 * * * ? *)
     assert "worker_monitor" not in scheduled.runs  # the runner is the monitor
     assert "task API on http://127.0.0.1:" in text and "BEATLESS_API_TOKEN=" in text
+    # The live view's last frame: scaled back in, every job and operation with its outcome, credits.
+    assert "workers: 0 running, 0 busy, 0 protected, desired 0" in frame, frame
+    assert re.search(r"│ credit_reservation_cleanup\s+│\s+4 │\s+0 │ ok \d+ ms", frame), frame
+    for task in tasks:
+        assert re.search(rf"│ {task}\s+│ \S+\s+│ succeeded │\s+100% │", frame), frame
+    charged = f"{demo.charged_micro / 1_000_000:,.2f}"
+    assert re.search(rf"credits: balance [\d,.]+, held 0.00, charged {re.escape(charged)}", frame), frame
+    assert (tmp_path / "beatless-local.png").read_bytes()[:4] == b"\x89PNG" and report.plot_path
+    assert json.loads((tmp_path / "pids.json").read_text()) == []  # every process it started, stopped
 
 
 def test_the_demo_and_the_scheduled_jobs_need_a_graph_node_unless_they_are_skipped() -> None:

@@ -146,3 +146,20 @@ def test_a_cron_in_a_zone_with_daylight_saving_skips_the_hour_the_clocks_skip() 
     fires = list(fire_times(hourly, spring, spring + timedelta(days=1)))
     assert len(fires) == len(set(fires)) == 23  # no 02:30 that day, and nothing twice
     assert fires == sorted(fires)
+
+
+def test_the_next_due_time_of_each_job_is_its_next_run_in_the_month() -> None:
+    """What the live view shows as "next due": the first run after a moment, of any of the
+    job's schedules, equal to the first run the loop itself makes after that moment."""
+    loop = run_month()
+    probe = START + timedelta(days=3, hours=5, minutes=7, seconds=30)
+    for job in JOBS:
+        made = [run.fire.at for run in loop.runs if run.fire.job == job.name and run.fire.at > probe]
+        due = SchedulerLoop(JOBS, lambda *_: (True, None), SimulatedClock(START, 1)).next_fire_of(
+            job.name, probe
+        )
+        assert due == (made[0] if made else None) or (not made and due is not None and due >= END), job.name
+    assert (
+        SchedulerLoop(JOBS, lambda *_: (True, None), SimulatedClock(START, 1)).next_fire_of("none", probe)
+        is None
+    )

@@ -18,6 +18,7 @@ import io
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -128,6 +129,7 @@ def start_graph_plane(
     out: TextIO,
     *,
     nodes: int,
+    started: Callable[[str, int], None] | None = None,
 ) -> GraphPlane:
     """Start `nodes` graph nodes (stopped when `stack` closes), place, load and query a
     graph, run one monitor cycle; print each step to `out`."""
@@ -169,6 +171,8 @@ def start_graph_plane(
         }
         node = GraphNodeServer(env, workdir / f"graph-node-{n}", api_key, log=workdir / f"graph-node-{n}.log")
         stack.enter_context(node)
+        if started is not None and node.proc is not None:
+            started(f"graph-node-{n}", node.proc.pid)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         healthy = [i for i in registries.all_instances() if i.status is InstanceStatus.HEALTHY]

@@ -27,8 +27,10 @@ so the run takes about a minute; everything else is the deployed code.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,17 +39,21 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO, cast
 
 from beatless import metrics
 from beatless.aws import reset_clients
+from beatless.local import watch
 from beatless.local.demo import Demo, DemoReport
 from beatless.local.graph_plane import GraphPlaneReport, start_graph_plane
+from beatless.local.plot import Point, Timeline
+from beatless.local.processes import ProcessTable
 from beatless.local.scheduled import ScheduledJobs, ScheduleReport, start_task_api
 from beatless.local.servers import MotoServer, PostgresServer, RedisServer, aws_environment, environ
+from beatless.local.view import OPERATIONS_SHOWN, LiveView, QueueLine, Snapshot
 from beatless.monitor import Monitor, MonitorSettings, Reading
 from beatless.monitor.job import monitor_for
 from beatless.queues.connection import BrokerSettings, broker_for
@@ -86,9 +92,18 @@ class LocalOptions:
     schedule_window_minutes: float = 60.0
     task_api: bool = True
     report_path: Path | None = None  # where the summary is written as JSON (`beatless cost --measured`)
+    view: str = "plain"  # live: the terminal view (`beatless.local.view`); plain: a line per reading
+    state_dir: Path = Path(".beatless-local")  # data, logs, pids.json and the plot of the run
+    resume: bool = False  # carry on with the queues and the database the last run left
+    plot: bool = True
 
     def __post_init__(self) -> None:
         from beatless.errors import InvalidInputError
+
+        if self.view not in ("live", "plain"):
+            raise InvalidInputError("--view", f"must be live or plain, got {self.view!r}")
+        if self.resume and not (self.state_dir / "redis").is_dir():
+            raise InvalidInputError("--resume", f"no earlier run to resume in {self.state_dir}")
 
         if self.tasks < 1:
             raise InvalidInputError("--tasks", f"must be at least 1, got {self.tasks}")
@@ -134,6 +149,9 @@ class RunReport:
     cloudwatch_metrics: dict[str, int] = field(default_factory=dict)  # what PutMetricData created
     scale_ins_that_kept_a_busy_worker: int = 0
     decisions: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    resumed: bool = False
+    plot_path: Path | None = None
     graph_plane: GraphPlaneReport | None = None
     demo: DemoReport | None = None
     scheduled: ScheduleReport | None = None
@@ -144,7 +162,7 @@ class RunReport:
         demo_ok = self.demo is None or self.demo.ok
         scheduled_ok = self.scheduled is None or self.scheduled.ok
         tasks_ok = self.applied == self.tasks and self.total == self.tasks
-        return tasks_ok and graphs_ok and demo_ok and scheduled_ok
+        return tasks_ok and graphs_ok and demo_ok and scheduled_ok and not self.interrupted
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -164,6 +182,8 @@ class RunReport:
             "pending_datapoints_in_cloudwatch": self.datapoints_in_cloudwatch,
             "cloudwatch_metrics": self.cloudwatch_metrics,
             "scale_ins_that_kept_a_busy_worker": self.scale_ins_that_kept_a_busy_worker,
+            "resumed": self.resumed,
+            "plot": None if self.plot_path is None else str(self.plot_path),
             "ok": self.ok,
         }
 
@@ -204,13 +224,16 @@ class LocalWorkers:
         logdir: Path,
         presence: Callable[[], list[Any]] | None = None,
         log_level: str = "WARNING",
+        started: Callable[[str, int], None] | None = None,
     ) -> None:
+        self.on_started = started
         self.env = env
         self.log_level = log_level
         self.root = root
         self.logdir = logdir
         self.presence = presence
         self.running: list[subprocess.Popen[bytes]] = []
+        self.stopping: list[subprocess.Popen[bytes]] = []  # scaled in, shutting down
         self.names: dict[int, str] = {}  # pid -> the worker's node name
         self.started = 0
         self.stopped: list[str] = []
@@ -229,6 +252,8 @@ class LocalWorkers:
             )  # fmt: skip
             self.running.append(proc)
             self.names[proc.pid] = f"{name}@{socket.gethostname()}"
+            if self.on_started is not None:
+                self.on_started(name, proc.pid)
         if len(self.running) <= desired:
             return
         idle = self._idle()
@@ -242,6 +267,7 @@ class LocalWorkers:
             # SIGTERM is the worker's soft shutdown (as ECS stops a task).
             self.running.remove(proc)
             proc.send_signal(signal.SIGTERM)
+            self.stopping.append(proc)
             self.stopped.append(name)
 
     def _idle(self) -> set[str] | None:
@@ -251,17 +277,18 @@ class LocalWorkers:
         return {w.name for w in self.presence() if w.state == "idle" and w.protected is not True}
 
     def stop_all(self, timeout: float = 30.0) -> None:
+        """SIGTERM to every running worker; wait for them and for those scaled in before."""
         for proc in self.running:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        for proc in self.running:
+        for proc in [*self.stopping, *self.running]:
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
-        self.running = []
+        self.running, self.stopping = [], []
 
 
 def _ecs_service(ecs: Any) -> None:
@@ -294,80 +321,194 @@ def _row(elapsed: float, reading: Reading, workers: int, decision: Decision) -> 
     return f"{elapsed:6.1f}s {workers:3d} | " + " | ".join(cells) + note
 
 
+BURST_KEY = "beatless:local:burst"  # how many tasks this state directory's burst sent
+# Stop as on Ctrl-C: `kill`, and the terminal closing (SIGHUP would end the run with no clean-up).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
 def run(options: LocalOptions, out: TextIO = sys.stdout) -> RunReport:
-    """Run the local system until the burst is done (and scaled in); see the module docstring."""
+    """Run the local system until the burst is done (and scaled in); see the module docstring.
+
+    Ctrl-C (or SIGTERM) stops every process the run started, by process id, and keeps the
+    state directory: `resume=True` carries on with its queues and database."""
+    report = RunReport(tasks=options.tasks, resumed=options.resume)
+    timeline = Timeline()
+    state = prepare_state(options.state_dir, resume=options.resume)
+    for entry in state.leftovers:
+        print(f"stopped {entry.name} (pid {entry.pid}), left running by an earlier run", file=out, flush=True)
+    with contextlib.ExitStack() as stack:
+        stack.callback(state.processes.forget_stopped)  # last: after every process was stopped
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                stack.callback(signal.signal, signum, signal.signal(signum, _interrupt))
+        view = None
+        if options.view == "live":
+            from rich.console import Console
+
+            from beatless.local.view import LiveView
+
+            # On a terminal, redrawn in place; into a file or a pipe, the last frame when it ends.
+            console = Console(file=out, width=None if out.isatty() else 160)
+            view = stack.enter_context(LiveView(console, state.dir / "run.log"))
+        # Whole lines only: the demo and the jobs print from their own threads.
+        lines = cast(TextIO, LineWriter(cast(TextIO, view) if view is not None else out))
+        try:
+            _run(options, state, stack, report, timeline, lines, view)
+        except KeyboardInterrupt:
+            report.interrupted = True
+    if timeline.points and options.plot:
+        from beatless.local.plot import plot_png
+
+        report.plot_path = plot_png(timeline, state.dir / "beatless-local.png")
+    if report.interrupted:
+        print(
+            f"interrupted: every process this run started was stopped by its pid; the state is kept in "
+            f"{state.dir}: `beatless local --resume` carries on with its queues and database, "
+            "`beatless local` starts clean",
+            file=out,
+            flush=True,
+        )
+    summary = json.dumps(report.as_dict(), indent=2)
+    print(summary, file=out, flush=True)
+    if report.plot_path is not None:
+        print(f"plot of queue depth and workers: {report.plot_path}", file=out, flush=True)
+    if options.report_path is not None:
+        options.report_path.write_text(summary + "\n")
+    return report
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@dataclass
+class LocalState:
+    """The state directory of local runs: `redis/` and the database (kept for --resume),
+    `graph-plane/` and `logs/` (this run's), `pids.json`, the plot."""
+
+    dir: Path
+    processes: ProcessTable
+    leftovers: list[Any]
+
+    @property
+    def database_dir(self) -> Path:
+        """`postgres/` here; as root, a directory under /tmp named after this one: the server
+        runs as the postgres user (initdb refuses root), who cannot reach into root's home."""
+        if os.geteuid() != 0:
+            return self.dir / "postgres"
+        digest = hashlib.sha256(str(self.dir).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"beatless-local-{digest}" / "postgres"
+
+
+def prepare_state(directory: Path, *, resume: bool) -> LocalState:
+    """Stop what an earlier run left running (by pid); start clean unless `resume`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    processes = ProcessTable(directory)
+    state = LocalState(directory.resolve(), processes, processes.stop_leftovers())
+    clear = [directory / "graph-plane", directory / "logs"]
+    if not resume:
+        clear += [directory / "redis", state.database_dir]
+    for path in clear:
+        shutil.rmtree(path, ignore_errors=True)
+    for name in ("logs", "graph-plane"):
+        (directory / name).mkdir()
+    return state
+
+
+def _run(
+    options: LocalOptions,
+    state: LocalState,
+    stack: contextlib.ExitStack,
+    report: RunReport,
+    timeline: Timeline,
+    out: TextIO,
+    view: Any,
+) -> None:
     import boto3
     import redis
 
     root = source_checkout()
     params = ScalingParameters(**{**LOCAL_SCALING.__dict__, "max_tasks": options.max_workers})
-    report = RunReport(tasks=options.tasks)
-    out = cast(TextIO, LineWriter(out))  # the demo prints from its own thread
-    with contextlib.ExitStack() as stack:
-        logdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="beatless-local-")))
-        print("starting redis-server and a moto server (the AWS endpoint) ...", file=out, flush=True)
-        broker = stack.enter_context(RedisServer())
-        moto = stack.enter_context(MotoServer())
-        database = _database(stack, out) if options.needs_database else None
-        # This process's own AWS clients (the scheduled jobs', the task API's) reach moto.
-        stack.enter_context(environ(dict(aws_environment(moto.url))))
-        reset_clients()
-        stack.callback(reset_clients)
-        env = {
-            **{
-                k: v
-                for k, v in os.environ.items()
-                if not k.startswith(("AWS_", "BROKER_", "WORKER_", "ECS_", "REMAP_", "TASK_PROTECTION_"))
-            },
-            **aws_environment(moto.url),
-            "BROKER_URL": broker.url,
-            "PYTHONPATH": os.pathsep.join([str(root), str(root / "src")]),
-            "PYTHONUNBUFFERED": "1",
-            # Short local stop timeout: a scaled-in worker is idle anyway.
-            "WORKER_STOP_TIMEOUT_SECONDS": "30",
-            "WORKER_SOFT_SHUTDOWN_SECONDS": "10",
-            # Fresh lines: the scaler keeps a worker that holds a task (`LocalWorkers`).
-            "WORKER_PRESENCE_SECONDS": "0.5",
-        }
-        session = boto3.Session(region_name=env["AWS_DEFAULT_REGION"])
-        aws: dict[str, Any] = {
-            name: session.client(
-                name,
-                endpoint_url=moto.url,
-                aws_access_key_id="testing",
-                aws_secret_access_key="testing",
-            )
-            for name in ("cloudwatch", "ecs", "s3")
-        }
-        _ecs_service(aws["ecs"])
-        plane = None
-        if options.graph_nodes:
-            plane = start_graph_plane(
-                stack, aws_environment(moto.url), env, logdir, out, nodes=options.graph_nodes
-            )
-            report.graph_plane = plane.report
-            env |= plane.worker_environment()
-        if database is not None:
-            env |= {"DATABASE_URL": database.dsn, "WORK_DIR": str(logdir)}
-        monitor_env = {
-            "BROKER_URL": broker.url,
-            "QUEUES": "graph,ingest,default",
-            "ECS_CLUSTER": ECS_CLUSTER,
-            "ECS_SERVICE": ECS_SERVICE,
-            "SAMPLE_INTERVAL_SECONDS": str(options.sample_interval_seconds),
-        }
-        broker_settings = BrokerSettings.from_env(monitor_env)
-        monitor: Monitor = monitor_for(
-            MonitorSettings.from_env(monitor_env),
-            broker_for(broker_settings),
-            cloudwatch=aws["cloudwatch"],
-            ecs=aws["ecs"],
+    logdir = state.dir / "logs"
+    track = state.processes.add
+    print("starting redis-server and a moto server (the AWS endpoint) ...", file=out, flush=True)
+    broker = stack.enter_context(RedisServer(data_dir=state.dir / "redis"))
+    track("redis-server", broker.proc.pid)  # type: ignore[union-attr]
+    moto = stack.enter_context(MotoServer())
+    track("moto-server", moto.proc.pid)  # type: ignore[union-attr]
+    database = _database(stack, out, state) if options.needs_database else None
+    # This process's own AWS clients (the scheduled jobs', the task API's) reach moto.
+    stack.enter_context(environ(dict(aws_environment(moto.url))))
+    reset_clients()
+    stack.callback(reset_clients)
+    env = {
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("AWS_", "BROKER_", "WORKER_", "ECS_", "REMAP_", "TASK_PROTECTION_"))
+        },
+        **aws_environment(moto.url),
+        "BROKER_URL": broker.url,
+        "PYTHONPATH": os.pathsep.join([str(root), str(root / "src")]),
+        "PYTHONUNBUFFERED": "1",
+        # Short local stop timeout: a scaled-in worker is idle anyway.
+        "WORKER_STOP_TIMEOUT_SECONDS": "30",
+        "WORKER_SOFT_SHUTDOWN_SECONDS": "10",
+        # Fresh lines: the scaler keeps a worker that holds a task (`LocalWorkers`).
+        "WORKER_PRESENCE_SECONDS": "0.5",
+    }
+    session = boto3.Session(region_name=env["AWS_DEFAULT_REGION"])
+    aws: dict[str, Any] = {
+        name: session.client(
+            name,
+            endpoint_url=moto.url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
         )
-        presence_client = redis.Redis.from_url(broker.url)
-        stack.callback(presence_client.close)
-        workers = LocalWorkers(env, root, logdir, presence=lambda: presence.read(presence_client))
-        stack.callback(workers.stop_all)
+        for name in ("cloudwatch", "ecs", "s3")
+    }
+    _ecs_service(aws["ecs"])
+    plane = None
+    if options.graph_nodes:
+        plane = start_graph_plane(
+            stack, aws_environment(moto.url), env, state.dir / "graph-plane", out,
+            nodes=options.graph_nodes, started=track,
+        )  # fmt: skip
+        report.graph_plane = plane.report
+        env |= plane.worker_environment()
+    if database is not None:
+        env |= {"DATABASE_URL": database.dsn, "WORK_DIR": str(logdir)}
+    monitor_env = {
+        "BROKER_URL": broker.url,
+        "QUEUES": "graph,ingest,default",
+        "ECS_CLUSTER": ECS_CLUSTER,
+        "ECS_SERVICE": ECS_SERVICE,
+        "SAMPLE_INTERVAL_SECONDS": str(options.sample_interval_seconds),
+    }
+    broker_settings = BrokerSettings.from_env(monitor_env)
+    monitor: Monitor = monitor_for(
+        MonitorSettings.from_env(monitor_env),
+        broker_for(broker_settings),
+        cloudwatch=aws["cloudwatch"],
+        ecs=aws["ecs"],
+    )
+    client = redis.Redis.from_url(broker.url)
+    stack.callback(client.close)
+    workers = LocalWorkers(
+        env, root, logdir, presence=lambda: presence.read(client), started=lambda name, pid: track(name, pid)
+    )
+    stack.callback(workers.stop_all)
 
+    sent = client.get(BURST_KEY)
+    if options.resume and sent is not None:
+        report.tasks = int(sent)
+        print(
+            f"resuming: {report.tasks} tasks were sent by the earlier run, "
+            f"{client.hlen(EFFECTS_APPLIED_KEY)} applied so far; the rest is still queued",
+            file=out,
+            flush=True,
+        )
+    else:
         print(f"enqueueing {options.tasks} tasks across graph/ingest/default and 6 priority levels ...",
               file=out, flush=True)  # fmt: skip
         subprocess.run(
@@ -375,53 +516,84 @@ def run(options: LocalOptions, out: TextIO = sys.stdout) -> RunReport:
              str(options.steps), "--step-seconds", str(options.step_seconds), "--subject", "local"],
             cwd=root, env=env, check=True, stdout=subprocess.DEVNULL,
         )  # fmt: skip
+        client.set(BURST_KEY, options.tasks)
+    print(f"monitor every {options.sample_interval_seconds:g} s; scaling: {describe(params)}",
+          file=out, flush=True)  # fmt: skip
+    if view is None:  # the header of a line per reading
+        columns = " | ".join(f"{q:>7} {'pend':>4} {'res':>3} {'b/wkr':>6}" for q in broker_settings.queues)
+        print(f"{'time':>7} {'wkr':>3} | {columns}", file=out, flush=True)
+    if options.task_api and database is not None:
+        start_task_api(stack, env, out)
+    background = []
+    scheduled = None
+    if options.schedule_speed and database is not None and plane is not None:
+        system = _local_system(broker, database, plane, session, moto.url)
+        window = timedelta(minutes=options.schedule_window_minutes)
+        scheduled = ScheduledJobs(system, out, speed=options.schedule_speed, window=window).start()
+        stack.callback(scheduled.close)
+        report.scheduled = scheduled.report
+        background.append(scheduled.thread)
+    demo_thread = None
+    if options.demo and database is not None and plane is not None and options.resume:
         print(
-            f"monitor every {options.sample_interval_seconds:g} s; scaling: {describe(params)}\n"
-            f"{'time':>7} {'wkr':>3} | " + " | ".join(f"{q:>7} {'pend':>4} {'res':>3} {'b/wkr':>6}"
-                                                  for q in broker_settings.queues),
-            file=out, flush=True,
-        )  # fmt: skip
-        if options.task_api and database is not None:
-            start_task_api(stack, env, out)
-        background = []
-        if options.schedule_speed and database is not None and plane is not None:
-            system = _local_system(broker, database, plane, session, moto.url)
-            window = timedelta(minutes=options.schedule_window_minutes)
-            scheduled = ScheduledJobs(system, out, speed=options.schedule_speed, window=window).start()
-            stack.callback(scheduled.close)
-            report.scheduled = scheduled.report
-            background.append(scheduled.thread)
-        demo_thread = None
-        if options.demo and database is not None and plane is not None:
-            demo = _demo(stack, database, broker, plane, aws["s3"], out)
-            report.demo = demo.report
-            demo_thread = threading.Thread(target=demo.run, name="demo", daemon=True)
-            demo_thread.start()
-            background.append(demo_thread)
-        _loop(options, params, monitor, workers, aws["ecs"], broker, report, out, background)
-        if demo_thread is not None and demo_thread.is_alive():
-            report.demo.error = report.demo.error or "unfinished when the run gave up"  # type: ignore[union-attr]
-        client = redis.Redis.from_url(broker.url)
-        report.applied = int(client.hlen(EFFECTS_APPLIED_KEY))
-        report.total = int(client.hget(EFFECTS_TOTALS_KEY, "local") or 0)
-        stats = aws["cloudwatch"].get_metric_statistics(
-            Namespace=monitor.namespace,
-            MetricName=metrics.PENDING_TASKS,
-            Dimensions=[{"Name": metrics.QUEUE_DIMENSION, "Value": "graph"}],
-            StartTime=datetime.now(UTC) - timedelta(hours=1),
-            EndTime=datetime.now(UTC) + timedelta(minutes=1),
-            Period=3600,
-            Statistics=["SampleCount"],
+            "the demo is not resumed: its graphs live in moto and on the graph nodes, which start "
+            "fresh (run without --resume for it)",
+            file=out,
+            flush=True,
         )
-        report.datapoints_in_cloudwatch = int(sum(p["SampleCount"] for p in stats["Datapoints"]))
-        report.cloudwatch_metrics = _metrics_by_namespace(aws["cloudwatch"])
-        report.scale_ins_that_kept_a_busy_worker = workers.kept_busy
-        client.close()
-    summary = json.dumps(report.as_dict(), indent=2)
-    print(summary, file=out, flush=True)
-    if options.report_path is not None:
-        options.report_path.write_text(summary + "\n")
-    return report
+    elif options.demo and database is not None and plane is not None:
+        demo = _demo(stack, database, broker, plane, aws["s3"], out)
+        report.demo = demo.report
+        demo_thread = threading.Thread(target=demo.run, name="demo", daemon=True)
+        demo_thread.start()
+        background.append(demo_thread)
+    watcher = _Watcher(stack, database, client, scheduled)
+    _loop(options, params, monitor, workers, aws["ecs"], client, report, out,
+          background, watcher, view, timeline)  # fmt: skip
+    if demo_thread is not None and demo_thread.is_alive():
+        report.demo.error = report.demo.error or "unfinished when the run gave up"  # type: ignore[union-attr]
+    report.applied = int(client.hlen(EFFECTS_APPLIED_KEY))
+    report.total = int(client.hget(EFFECTS_TOTALS_KEY, "local") or 0)
+    stats = aws["cloudwatch"].get_metric_statistics(
+        Namespace=monitor.namespace,
+        MetricName=metrics.PENDING_TASKS,
+        Dimensions=[{"Name": metrics.QUEUE_DIMENSION, "Value": "graph"}],
+        StartTime=datetime.now(UTC) - timedelta(hours=1),
+        EndTime=datetime.now(UTC) + timedelta(minutes=1),
+        Period=3600,
+        Statistics=["SampleCount"],
+    )
+    report.datapoints_in_cloudwatch = int(sum(p["SampleCount"] for p in stats["Datapoints"]))
+    report.cloudwatch_metrics = _metrics_by_namespace(aws["cloudwatch"])
+    report.scale_ins_that_kept_a_busy_worker = workers.kept_busy
+
+
+class _Watcher:
+    """What the live view adds to each reading: job runs, operations, credits."""
+
+    def __init__(
+        self, stack: contextlib.ExitStack, database: PostgresServer | None, broker: Any, scheduled: Any
+    ) -> None:
+        import psycopg
+
+        self.broker, self.scheduled = broker, scheduled
+        self.conn = None
+        if database is not None:
+            self.conn = stack.enter_context(psycopg.connect(database.dsn, autocommit=True))
+
+    def snapshot(self, base: Snapshot) -> Snapshot:
+        from beatless.local import watch
+
+        extra: dict[str, Any] = {}
+        if self.scheduled is not None:
+            clock = min(self.scheduled.clock.now(), self.scheduled.end)
+            extra |= {"jobs": self.scheduled.status(), "clock": clock}
+        if self.conn is not None:
+            extra |= {
+                "operations": watch.operations(self.conn, self.broker, OPERATIONS_SHOWN),
+                "credits": watch.credits(self.conn),
+            }
+        return replace(base, **extra)
 
 
 class LineWriter:
@@ -446,14 +618,16 @@ class LineWriter:
             self._out.flush()
 
 
-def _database(stack: contextlib.ExitStack, out: TextIO) -> PostgresServer:
+def _database(stack: contextlib.ExitStack, out: TextIO, state: LocalState) -> PostgresServer:
     """A PostgreSQL server (stopped with `stack`) with the schema migrated."""
     import psycopg
 
     from beatless.db.migrate import migrate
 
     print("starting PostgreSQL (operations, credits) ...", file=out, flush=True)
-    server = stack.enter_context(PostgresServer())
+    server = stack.enter_context(PostgresServer(base=state.database_dir))
+    if server.pid is not None:
+        state.processes.add("postgres", server.pid, signal.SIGINT)
     with psycopg.connect(server.dsn, autocommit=True) as conn:
         migrate(conn)
     return server
@@ -550,17 +724,18 @@ def _loop(
     monitor: Monitor,
     workers: LocalWorkers,
     ecs: Any,
-    broker: RedisServer,
+    client: Any,
     report: RunReport,
     out: TextIO,
     background: list[threading.Thread],
+    watcher: _Watcher,
+    view: LiveView | None,
+    timeline: Timeline,
 ) -> None:
-    import redis
-
-    client = redis.Redis.from_url(broker.url)
     start = time.monotonic()
     state = ScalingState()
     readings: list[ScalingReading] = []
+    last_decision = None
     for tick in _grid(options.sample_interval_seconds, start, options.timeout_seconds):
         reading = monitor.reading()
         report.readings += 1
@@ -573,6 +748,7 @@ def _loop(
             ecs.update_service(cluster=ECS_CLUSTER, service=ECS_SERVICE, desiredCount=decision.desired)
         if decision.action != "hold":
             report.decisions.append(f"{tick:.0f}s {decision.reason}")
+            last_decision = f"{tick:.0f} s {decision.action}: {decision.reason}"
         report.peak_workers = max(report.peak_workers, len(workers.running))
         if report.first_worker_after_seconds is None and workers.running:
             report.first_worker_after_seconds = tick
@@ -581,12 +757,25 @@ def _loop(
             or client.hlen(EFFECTS_APPLIED_KEY)
         ):
             report.first_consumed_after_seconds = tick
-        print(_row(tick, reading, len(workers.running), decision), file=out, flush=True)
+        depth = reading.depth.queues if reading.depth is not None else {}
+        timeline.add(
+            Point(
+                elapsed=tick,
+                pending={q: d.pending for q, d in depth.items()},
+                reserved={q: d.reserved for q, d in depth.items()},
+                running=len(workers.running),
+                desired=decision.desired,
+            )
+        )
+        if view is None:
+            print(_row(tick, reading, len(workers.running), decision), file=out, flush=True)
+        else:
+            view.show(watcher.snapshot(_snapshot(tick, reading, workers, decision.desired, last_decision)))
         idle = reading.depth is not None and all(d.total == 0 for d in reading.depth.queues.values())
         if (
             report.drained_after_seconds is None
             and idle
-            and client.hlen(EFFECTS_APPLIED_KEY) >= options.tasks
+            and client.hlen(EFFECTS_APPLIED_KEY) >= report.tasks
             and not any(thread.is_alive() for thread in background)
         ):
             report.drained_after_seconds = tick
@@ -598,7 +787,21 @@ def _loop(
                 break
     else:
         print(f"gave up after {options.timeout_seconds:g} s", file=out, flush=True)
-    client.close()
+
+
+def _snapshot(
+    tick: float, reading: Reading, workers: LocalWorkers, desired: int, decision: str | None
+) -> Snapshot:
+    depth = reading.depth.queues if reading.depth is not None else {}
+    names = [workers.names[proc.pid] for proc in workers.running]
+    return Snapshot(
+        elapsed=tick,
+        desired=desired,
+        queues=tuple(QueueLine(q, d.pending, d.reserved) for q, d in depth.items()),
+        workers=watch.workers(names, workers.presence() if workers.presence is not None else []),
+        decision=decision,
+        redis_readable=reading.depth is not None,
+    )
 
 
 def _grid(interval: float, start: float, timeout: float, sleep: Callable[[float], None] = time.sleep

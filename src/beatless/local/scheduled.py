@@ -25,6 +25,7 @@ from typing import Any, TextIO
 from beatless.jobs import JOBS, Job
 from beatless.local.needs import LocalSystem, job_environment
 from beatless.local.scheduler import Run, SchedulerLoop, SimulatedClock
+from beatless.local.view import JobLine
 
 LEFT_OUT = ("worker_monitor",)  # the runner itself is the monitor
 
@@ -35,6 +36,8 @@ class ScheduleReport:
     failed: list[str] = field(default_factory=list)
     durations_ms: dict[str, list[float]] = field(default_factory=dict)
     metrics: dict[str, set[str]] = field(default_factory=dict)  # the custom metrics each job published
+    last: dict[str, tuple[datetime, str]] = field(default_factory=dict)  # per job: when, and how it ended
+    failures: dict[str, int] = field(default_factory=dict)
     finished: bool = False
 
     @property
@@ -72,6 +75,7 @@ class ScheduledJobs:
         self.end = datetime.now(UTC).replace(second=0, microsecond=0)
         self.clock = SimulatedClock(self.end - window, speed)
         self.report = ScheduleReport()
+        self._next_due: dict[str, datetime | None] = {}
         self.stop = threading.Event()
         self._invoke = invoke
         self.loop = SchedulerLoop(self.jobs, self._fire, self.clock)
@@ -92,8 +96,23 @@ class ScheduledJobs:
             error = run.result if isinstance(run.result, dict) else {}
             verdict = f"FAILED {error.get('errorType')}: {str(error.get('errorMessage'))[:200]}"
             report.failed.append(f"{label} at {run.fire.at:%H:%M}: {verdict}")
+            report.failures[run.fire.job] = report.failures.get(run.fire.job, 0) + 1
+        report.last[run.fire.job] = (run.fire.at, f"{verdict[:60]} {run.seconds * 1000:.0f} ms")
         print(f"  [jobs] {run.fire.at:%H:%M} {label:<36} {run.seconds * 1000:6.0f} ms {verdict}",
               file=self.out, flush=True)  # fmt: skip
+
+    def status(self) -> tuple[JobLine, ...]:
+        """Each job's runs, last result and next due time (simulated), for the live view."""
+        now = min(self.clock.now(), self.end)
+        lines = []
+        for job in self.jobs:
+            due = self._next_due.get(job.name)
+            if job.name not in self._next_due or (due is not None and due <= now):
+                due = self._next_due[job.name] = self.loop.next_fire_of(job.name, now)
+            last_at, last = self.report.last.get(job.name, (None, None))
+            runs = len(self.report.durations_ms.get(job.name, ()))
+            lines.append(JobLine(job.name, runs, self.report.failures.get(job.name, 0), last, last_at, due))
+        return tuple(lines)
 
     def _run(self) -> None:
         try:

@@ -103,6 +103,17 @@ class SchedulerLoop:
         found = self.fires(after, after + horizon)
         return found[0] if found else None
 
+    def next_fire_of(
+        self, job: str, after: datetime, horizon: timedelta = timedelta(days=32)
+    ) -> datetime | None:
+        """When `job` fires next after `after` (any of its schedules), within `horizon`."""
+        found = [
+            next(fire_times(parsed, after, after + horizon, anchor=self.anchor), None)
+            for name, _, parsed in self.schedules
+            if name == job
+        ]
+        return min((at for at in found if at is not None), default=None)
+
     def run(
         self,
         until: datetime,

@@ -60,13 +60,19 @@ def _require_binary(name: str, hint: str) -> str:
 
 
 class RedisServer:
-    """A redis-server without persistence, on a free port."""
+    """A redis-server on a free port: without persistence in a temporary directory, or with
+    its append-only file in `data_dir` (kept: a later server on it has the same data)."""
 
-    def __init__(self, port: int | None = None, password: str | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, password: str | None = None, data_dir: Path | None = None
+    ) -> None:
         self.binary = _require_binary("redis-server", "run scripts/setup.sh (installs it with apt)")
         self.port = port or free_port()
         self.password = password
-        self.dir = Path(tempfile.mkdtemp(prefix="beatless-redis-"))
+        self.persistent = data_dir is not None
+        if data_dir is not None:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        self.dir = data_dir or Path(tempfile.mkdtemp(prefix="beatless-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -80,7 +86,7 @@ class RedisServer:
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self.persistent else "no",
             "--dir", str(self.dir),
             "--maxmemory-policy", "noeviction",
         ]  # fmt: skip
@@ -108,7 +114,8 @@ class RedisServer:
 
     def close(self) -> None:
         self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if not self.persistent:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> RedisServer:
         return self.start()
@@ -118,12 +125,16 @@ class RedisServer:
 
 
 class PostgresServer:
-    """A PostgreSQL cluster in a temporary directory, tuned for throwaway use."""
+    """A PostgreSQL cluster tuned for throwaway use: in a temporary directory, or in `base`
+    (kept: a later server on it starts on the same cluster instead of a new one)."""
 
-    def __init__(self, port: int | None = None, bindir: str | None = None) -> None:
+    def __init__(self, port: int | None = None, bindir: str | None = None, base: Path | None = None) -> None:
         self.bindir = Path(bindir) if bindir else self._find_bindir()
         self.port = port or free_port()
-        self.base = Path(tempfile.mkdtemp(prefix="beatless-pg-"))
+        self.persistent = base is not None
+        if base is not None:
+            base.mkdir(parents=True, exist_ok=True)
+        self.base = base or Path(tempfile.mkdtemp(prefix="beatless-pg-"))
         self.data = self.base / "data"
         self.user = "postgres"
         self._as_root = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -141,7 +152,16 @@ class PostgresServer:
     def _run(self, args: list[str], **kwargs: object) -> subprocess.CompletedProcess[bytes]:
         if self._as_root:
             args = ["runuser", "-u", "postgres", "--", *args]
-        return subprocess.run(args, check=True, capture_output=True, **kwargs)  # type: ignore[call-overload, no-any-return]
+        # Its own session: a Ctrl-C in the terminal reaches this process, which stops the server.
+        return subprocess.run(args, check=True, capture_output=True, start_new_session=True, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's process id while it runs."""
+        try:
+            return int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
 
     @property
     def dsn(self) -> str:
@@ -153,10 +173,11 @@ class PostgresServer:
     def start(self) -> PostgresServer:
         if self._as_root:
             shutil.chown(self.base, "postgres", "postgres")
-        self._run([
-            str(self.bindir / "initdb"), "-D", str(self.data), "-U", self.user,
-            "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions",
-        ])  # fmt: skip
+        if not (self.data / "PG_VERSION").exists():
+            self._run([
+                str(self.bindir / "initdb"), "-D", str(self.data), "-U", self.user,
+                "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions",
+            ])  # fmt: skip
         opts = (
             f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
@@ -174,7 +195,8 @@ class PostgresServer:
     def close(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):
             self.stop()
-        shutil.rmtree(self.base, ignore_errors=True)
+        if not self.persistent:
+            shutil.rmtree(self.base, ignore_errors=True)
 
     def __enter__(self) -> PostgresServer:
         return self.start()
