@@ -7,7 +7,8 @@ paginated) and the staging bucket STAGING_BUCKET (a batch with `ingest/<graph>/<
 is staged).
 Side effects: one `beatless.stage_files` Celery message per pending batch on the `ingest`
 queue of the broker (BROKER_URL, password from BROKER_PASSWORD_SECRET_ARN,
-BROKER_TRANSPORT_OPTIONS), written in kombu's format without importing Celery. Publishes
+BROKER_TRANSPORT_OPTIONS), written in kombu's format without importing Celery; when it
+sent one, wakes an idle worker monitor (MONITOR_FUNCTION_NAME, `beatless.queues.wake`). Publishes
 Batches, Staged, Enqueued, AlreadyEnqueued, Malformed and JobSucceeded (EMF, Beatless/Jobs).
 Idempotency: task id derived from the batch, sent behind a Redis SET NX marker (a day):
 replayed or concurrent runs send each batch once.
@@ -38,7 +39,9 @@ def work_for(env: Env) -> Work:
         )
         for name, n in counts.as_dict().items():
             ctx.add(name, n)
-        return JobOutcome(remaining=None, details={"sent": sent[:100]})
+        waker = ctx.monitor_waker()
+        woke = bool(counts.enqueued and waker is not None and waker(broker.client()))
+        return JobOutcome(remaining=None, details={"sent": sent[:100], "monitor_woken": woke})
 
     return work
 

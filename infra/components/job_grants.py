@@ -90,6 +90,14 @@ class RetentionAccess:
 
 
 @dataclass(frozen=True)
+class MonitorAccess:
+    """What `Need.WAKE_MONITOR` gives a job: the worker monitor's function, to invoke."""
+
+    function_name: str
+    function_arn: str
+
+
+@dataclass(frozen=True)
 class JobResources:
     """Everything the stack can grant; a job receives only what its needs name."""
 
@@ -104,6 +112,7 @@ class JobResources:
     graph_metrics_namespace: str | None = None
     ingestion: IngestionAccess | None = None
     retention: RetentionAccess | None = None
+    monitor: MonitorAccess | None = None  # set by the jobs stack once the monitor is built
 
 
 @dataclass
@@ -273,6 +282,18 @@ def _grant_data_retention(job: Job, resources: JobResources, grant: Grant) -> No
     grant.environment["GRAPH_REGISTRY_TABLE"] = retention.graph_table_name
 
 
+def wake_monitor(monitor: MonitorAccess, grant: Grant) -> None:
+    """Invoke the worker monitor (asynchronously: `beatless.queues.wake`), and its name."""
+    grant.statements.append(
+        iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[monitor.function_arn])
+    )
+    grant.environment["MONITOR_FUNCTION_NAME"] = monitor.function_name
+
+
+def _grant_wake_monitor(job: Job, resources: JobResources, grant: Grant) -> None:
+    wake_monitor(_provided(resources.monitor, job, Need.WAKE_MONITOR), grant)
+
+
 NEED_GRANTS: dict[Need, Callable[[Job, JobResources, Grant], None]] = {
     Need.BROKER: _grant_broker,
     Need.METRICS: _grant_metrics,
@@ -287,6 +308,7 @@ NEED_GRANTS: dict[Need, Callable[[Job, JobResources, Grant], None]] = {
     Need.EC2_READ: _grant_ec2_read,
     Need.INGESTION_READ: _grant_ingestion_read,
     Need.DATA_RETENTION: _grant_data_retention,
+    Need.WAKE_MONITOR: _grant_wake_monitor,
 }
 
 

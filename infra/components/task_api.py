@@ -32,7 +32,7 @@ from beatless.jobs import FUNCTION_LIMITS
 from infra.components.alarms import count_alarm
 from infra.components.database import DatabaseAccess
 from infra.components.graph_registry import GraphRegistryAccess
-from infra.components.job_grants import BrokerAccess, Grant
+from infra.components.job_grants import BrokerAccess, Grant, MonitorAccess, wake_monitor
 from infra.components.lambda_role import lambda_execution_role
 
 HANDLER = "task_api"
@@ -62,6 +62,7 @@ class TaskApiAccess:
     uploads_bucket_name: str
     staging_bucket_name: str
     estimates_policy: iam.IManagedPolicy
+    monitor: MonitorAccess | None = None  # the worker monitor, woken when a task is sent
 
 
 def api_grant(access: TaskApiAccess) -> Grant:
@@ -82,6 +83,8 @@ def api_grant(access: TaskApiAccess) -> Grant:
     grant.environment["UPLOADS_BUCKET"] = access.uploads_bucket_name
     grant.environment["STAGING_BUCKET"] = access.staging_bucket_name
     grant.managed_policies.append(access.estimates_policy)
+    if access.monitor is not None:
+        wake_monitor(access.monitor, grant)
     return grant
 
 

@@ -16,10 +16,12 @@ from aws_cdk import Annotations, App, Environment, Tags
 from aws_cdk import aws_logs as logs
 
 from beatless.jobs import Need
+from beatless.queues.wake import MONITOR_JOB
 from infra.components.job_grants import (
     BrokerAccess,
     IngestionAccess,
     JobResources,
+    MonitorAccess,
     RetentionAccess,
     WorkerServiceAccess,
 )
@@ -187,6 +189,7 @@ def build(app: App, config: Config) -> BeatlessStacks:
             uploads_bucket_name=graph.buckets.uploads.bucket_name,
             staging_bucket_name=graph.buckets.staging.bucket_name,
             estimates_policy=graph.api_estimates_policy,
+            monitor=_monitor_access(jobs),
         ),
         alarm_topic=monitoring.alarms.topic,
         log_retention=retention,
@@ -197,3 +200,11 @@ def build(app: App, config: Config) -> BeatlessStacks:
     for stack in stacks.all():
         Tags.of(stack).add("project", "beatless")
     return stacks
+
+
+def _monitor_access(jobs: ScheduledJobsStack) -> MonitorAccess | None:
+    """The worker monitor the task API wakes (None when the registry has no monitor)."""
+    built = jobs.jobs.get(MONITOR_JOB)
+    if built is None:
+        return None
+    return MonitorAccess(built.function.function_name, built.function.function_arn)

@@ -25,9 +25,10 @@ from constructs import Construct
 from beatless.errors import ConfigurationError
 from beatless.jobs import API_FUNCTIONS, DEPLOY_FUNCTIONS, Job, Need
 from beatless.jobs.schedules import needs_watchdog
+from beatless.queues.wake import MONITOR_JOB
 from infra.components.console_test_events import ConsoleTestEvents
 from infra.components.database import CA_BUNDLE_IN_ASSET
-from infra.components.job_grants import JobResources, WatchdogAccess
+from infra.components.job_grants import JobResources, MonitorAccess, WatchdogAccess
 from infra.components.jobs_dashboard import JobsDashboard
 from infra.components.lambda_bundle import lambda_code
 from infra.components.scheduled_job import ScheduledJob
@@ -98,7 +99,16 @@ class ScheduledJobsStack(Stack):
                 after=after,
             )
 
-        self.jobs = {job.name: build(job, resources) for job in jobs if job is not watchdog}
+        # The monitor first: the producers among the jobs (`Need.WAKE_MONITOR`) may wake it.
+        built: dict[str, ScheduledJob] = {}
+        for job in sorted((j for j in jobs if j is not watchdog), key=lambda j: j.name != MONITOR_JOB):
+            if Need.WAKE_MONITOR in job.needs and MONITOR_JOB in built:
+                monitor = built[MONITOR_JOB].function
+                wakes = MonitorAccess(monitor.function_name, monitor.function_arn)
+                built[job.name] = build(job, dataclasses.replace(resources, monitor=wakes))
+            else:
+                built[job.name] = build(job, resources)
+        self.jobs = {job.name: built[job.name] for job in jobs if job is not watchdog}
         self.watched = [name for name, built in self.jobs.items() if needs_watchdog(built.job.period_seconds)]
         several = [name for name in self.watched if len(self.jobs[name].job.schedules) > 1]
         if several:

@@ -29,6 +29,7 @@ from beatless.local.servers import RedisServer
 from beatless.queues import DepthReader, DepthReading, QueueDepth, connect
 from beatless.queues.depth import MONITOR_ACL_RULES
 from beatless.queues.transport import TransportOptions
+from beatless.queues.wake import SAMPLING_KEY, mark_sampling
 
 HERE = Path(__file__).resolve().parent
 LAYOUT = TransportOptions(priority_steps=(0, 5))
@@ -372,8 +373,10 @@ def test_out_of_memory_the_reading_stays_exact_and_says_why(
 def test_the_documented_acl_rules_are_enough(own_redis: RedisServer) -> None:
     admin = redis.Redis.from_url(own_redis.url)
     deliver(admin, LAYOUT, "graph", 2)
-    rules, selector = MONITOR_ACL_RULES.split(" (")
-    admin.execute_command("ACL", "SETUSER", "monitor", "on", ">pw", *rules.split(), "(" + selector)
+    rules, *selectors = MONITOR_ACL_RULES.split(" (")
+    admin.execute_command(
+        "ACL", "SETUSER", "monitor", "on", ">pw", *rules.split(), *("(" + s for s in selectors)
+    )
     user = redis.Redis(host="127.0.0.1", port=own_redis.port, username="monitor", password="pw")
     reader = DepthReader(user, QUEUES, LAYOUT)
 
@@ -383,6 +386,10 @@ def test_the_documented_acl_rules_are_enough(own_redis: RedisServer) -> None:
     assert readings[1].queues["graph"] == QueueDepth(0, 2)
     assert readings[0].route_cache_error == readings[1].route_cache_error == ""
     assert readings[1].routes_cached == 2
+    mark_sampling(user, 5)  # the one other key it writes: "producers, no need to wake me"
+    assert 5000 < admin.pttl(SAMPLING_KEY) <= 7000
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        user.set("beatless:monitor:wake", "1")
     # kombu's keys stay out of reach, directly or through a script
     for command in (("HSET", LAYOUT.unacked_hash_key, "x", "y"), ("UNLINK", "graph")):
         with pytest.raises(redis.exceptions.NoPermissionError):

@@ -28,6 +28,7 @@ API_ENVIRONMENT = {
     "GRAPH_REGISTRY_TABLE",
     "UPLOADS_BUCKET",
     "STAGING_BUCKET",
+    "MONITOR_FUNCTION_NAME",
 }
 
 
@@ -109,6 +110,39 @@ def test_the_role_holds_exactly_the_api_grants(app: Any) -> None:
     policy = app.stacks.graph.api_estimates_policy
     document = app.properties(policy)["PolicyDocument"]["Statement"]
     assert [s["Action"] for s in document] == ["s3:GetObject"]
+
+
+def test_the_producers_may_invoke_the_worker_monitor_and_nothing_else(app: Any) -> None:
+    """The task API and ingestion_queue_processor wake an idle monitor (`beatless.queues.wake`):
+    each may invoke that one function, named in its environment; the monitor samples once
+    when idle."""
+    monitor = app.stacks.jobs.jobs["worker_monitor"]
+    name = _spelled(monitor.function, monitor.function.function_name)
+    producers = [(app.stacks.api, app.stacks.api.task_api.function, app.stacks.api.task_api.role)]
+    ingestion = app.stacks.jobs.jobs["ingestion_queue_processor"]
+    producers.append((app.stacks.jobs, ingestion.function, ingestion.function.role))
+    for stack, function, role in producers:
+        env = app.properties(function)["Environment"]["Variables"]
+        spelled = env["MONITOR_FUNCTION_NAME"]
+        assert (spelled if stack is app.stacks.jobs else _exported(app, spelled)) == name
+        statements = [
+            s for p in app.properties(role).get("Policies", []) for s in p["PolicyDocument"]["Statement"]
+        ] or [
+            s
+            for policy in app.resources("AWS::IAM::Policy", stack).values()
+            if any(r.get("Ref") == app.logical_id(role) for r in policy["Roles"])
+            for s in policy["PolicyDocument"]["Statement"]
+        ]
+        invokes = [s for s in statements if "lambda:InvokeFunction" in json.dumps(s["Action"])]
+        assert len(invokes) == 1, statements
+        arn = _spelled(monitor.function, monitor.function.function_arn)
+        resource = invokes[0]["Resource"]
+        assert (resource if stack is app.stacks.jobs else _exported(app, resource)) == arn
+    monitor_env = app.properties(monitor.function)["Environment"]["Variables"]
+    assert monitor_env["IDLE_SAMPLES"] == "1" and monitor_env["SAMPLES"] == "6"
+    others = [j for n, j in app.stacks.jobs.jobs.items() if n not in ("ingestion_queue_processor",)]
+    for job in others:
+        assert "MONITOR_FUNCTION_NAME" not in app.properties(job.function)["Environment"]["Variables"]
 
 
 def test_alarms_watch_errors_throttles_and_server_errors(app: Any) -> None:

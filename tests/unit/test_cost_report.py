@@ -4,6 +4,7 @@ judged on the figures, and measurements from a local run used where they exist."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from beatless.cost.report import (
     Assumptions,
     build,
     measured,
+    monitor_runs,
     monitor_seconds,
     render,
 )
@@ -51,12 +53,30 @@ def test_lines_add_up_and_the_free_tier_only_lowers_them() -> None:
     )
 
 
-def test_the_monitor_is_billed_for_its_sampling_window() -> None:
+def test_the_monitor_is_billed_for_its_sampling_window_when_active_and_one_reading_when_idle() -> None:
     monitor = job("worker_monitor")
     assert monitor_seconds(monitor) == 51.0  # 6 readings 10 s apart, then the last one's work
-    report = build(JOBS, Assumptions(job_seconds=0.0))
-    (compute,) = [line for line in report.lines if line.item == "Lambda compute (every job)"]
-    assert compute.quantity == pytest.approx(30 * 24 * 60 * 51.0 * monitor.memory_mb / 1024, rel=1e-6)
+    assert monitor_seconds(monitor, idle=True) == 1.0  # IDLE_SAMPLES = 1
+    a = Assumptions(job_seconds=0.0, worker_hours=30.0, bursts=300)
+    report = build(JOBS, a)
+    minutes = 30 * 24 * 60
+    active = 30 * 60 + 300 * 5  # busy worker minutes, and each burst's scale-in window
+    runs = monitor_runs(monitor, minutes, a)
+    assert (runs.active, runs.idle, runs.woken) == (active, minutes - active, 300)
+    lines = {line.item: line.quantity for line in report.lines}
+    full_grid = (active + 300) * 51.0  # the woken runs sample the grid too
+    assert lines["Lambda compute (every job)"] == pytest.approx(
+        (full_grid + (minutes - active) * 1.0) * monitor.memory_mb / 1024, abs=0.1
+    )
+    assert lines["scaling signal: PutMetricData"] == (active + 300) * 6 + (minutes - active)
+    # Without IDLE_SAMPLES the monitor samples every minute in full, and nobody wakes it.
+    always = dataclasses.replace(monitor, environment={"SAMPLES": "6", "SAMPLE_INTERVAL_SECONDS": "10"})
+    jobs = tuple(always if j is monitor else j for j in JOBS)
+    lines = {line.item: line.quantity for line in build(jobs, a).lines}
+    assert lines["Lambda compute (every job)"] == pytest.approx(
+        minutes * 51.0 * monitor.memory_mb / 1024, abs=0.1
+    )
+    assert lines["scaling signal: PutMetricData"] == minutes * 6
 
 
 def test_measurements_of_a_local_run_replace_the_assumptions_they_cover() -> None:

@@ -7,7 +7,9 @@
 - PostgreSQL — tasks, operations, credits: `beatless.db.settings` (`DATABASE_URL` |
   `DATABASE_SECRET_ARN`, ...);
 - what cost estimates read: `INSTANCE_REGISTRY_TABLE`, `GRAPH_REGISTRY_TABLE` (a graph's
-  size), `UPLOADS_BUCKET` and `STAGING_BUCKET` (an upload's size, a staged batch's rows).
+  size), `UPLOADS_BUCKET` and `STAGING_BUCKET` (an upload's size, a staged batch's rows);
+- the worker monitor to wake when a task is sent while it idles: `MONITOR_FUNCTION_NAME`
+  (optional; `beatless.queues.wake`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def task_api(env: Mapping[str, str]) -> TaskApi:
     from beatless.db.settings import DatabaseSettings
     from beatless.operations.resources import OperationResources
     from beatless.queues.connection import BrokerSettings, broker_for
+    from beatless.queues.wake import waker_from_env
     from beatless.settings import env_required
 
     # Every setting read now: a bad one is the deployment's fault, found before any request
@@ -47,6 +50,7 @@ def task_api(env: Mapping[str, str]) -> TaskApi:
         depth=broker.read,
         resources=resources,
         transport=settings.transport,
+        wake=waker_from_env(env),
     )
 
 

@@ -76,6 +76,8 @@ class TaskApi:
     resources: Any
     transport: TransportOptions = field(default_factory=TransportOptions)
     clock: Callable[[], float] = time.time
+    # After a message is sent: wakes an idle worker monitor (`beatless.queues.wake`; None: none to wake).
+    wake: Callable[[Any], bool] | None = None
 
     # -- launch -----------------------------------------------------------------------------
 
@@ -155,6 +157,8 @@ class TaskApi:
                 f"the broker did not take task {task.id}; launch it again"
             ) from error
         launches.mark_sent(self.database(), task.id)
+        if self.wake is not None:
+            self.wake(self.redis())
 
     # -- status -----------------------------------------------------------------------------
 

@@ -4,7 +4,10 @@ Counted from the registry: every schedule's fires in a 30-day month
 (`beatless.jobs.schedules.fire_times`), each a Scheduler invocation and a Lambda request;
 Lambda compute = fires x duration x the job's memory. The worker monitor's duration is its
 sampling window (SAMPLES and SAMPLE_INTERVAL_SECONDS of its entry: it waits out the minute
-to publish a reading every 10 s); every other job's is `job_seconds` (default 1 s; `beatless
+to publish a reading every 10 s) in the minutes it is active — while workers are busy
+(`worker_hours`, an upper bound when several run at once) and the scale-in window after each
+of `bursts` — and IDLE_SAMPLES readings in the others, plus one woken run per burst
+(`beatless.queues.wake`); every other job's is `job_seconds` (default 1 s; `beatless
 local` prints the medians it measures, tens of milliseconds on its small data). The scaling
 signal: the monitor's metrics (3 per queue and 4 more) and one PutMetricData per reading; the
 scale-out alarm (Σ pending, one high-resolution metric per queue), the scale-in alarm (Σ
@@ -54,6 +57,7 @@ class Assumptions:
     seconds_by_job: dict[str, float] = field(default_factory=dict)  # measured (beatless local)
     metrics_by_job: dict[str, int] = field(default_factory=dict)  # measured (beatless local)
     worker_hours: float = 30.0
+    bursts: int = 300  # arrivals of work after a quiet spell (10 a day): each wakes the monitor
     worker_vcpu: float = 1.0
     worker_gb: float = 2.0
     queues: int = 3
@@ -144,11 +148,41 @@ def measured(summary: dict[str, Any], defaults: Assumptions) -> Assumptions:
     )
 
 
-def monitor_seconds(job: Job) -> float:
-    """The worker monitor's run: its readings spread over the minute, plus the last one's work."""
+SCALE_IN_WINDOW_MINUTES = 5  # pending + reserved = 0 this long before the service scales in
+
+
+def monitor_seconds(job: Job, *, idle: bool = False) -> float:
+    """The worker monitor's run: its readings spread over the minute (IDLE_SAMPLES of them when
+    `idle`), plus the last one's work."""
     samples = int(job.environment.get("SAMPLES", DEFAULT_SAMPLES))
+    if idle:
+        samples = int(job.environment.get("IDLE_SAMPLES", samples))
     interval = float(job.environment.get("SAMPLE_INTERVAL_SECONDS", DEFAULT_SAMPLE_INTERVAL_SECONDS))
     return (samples - 1) * interval + 1.0
+
+
+@dataclass(frozen=True)
+class MonitorRuns:
+    """The worker monitor's runs in a month: scheduled ones that sample the full grid (work or
+    workers about), scheduled idle ones, and those producers woke."""
+
+    active: int
+    idle: int
+    woken: int
+    samples: int
+    idle_samples: int
+
+    @property
+    def readings(self) -> int:
+        return (self.active + self.woken) * self.samples + self.idle * self.idle_samples
+
+
+def monitor_runs(job: Job, fires: int, a: Assumptions) -> MonitorRuns:
+    samples = int(job.environment.get("SAMPLES", DEFAULT_SAMPLES))
+    idle_samples = int(job.environment.get("IDLE_SAMPLES", samples))
+    woken = a.bursts if idle_samples < samples else 0  # nobody wakes a monitor that never idles
+    active = min(fires, round(a.worker_hours * 60 + a.bursts * SCALE_IN_WINDOW_MINUTES))
+    return MonitorRuns(active, fires - active, woken, samples, idle_samples)
 
 
 class _Free:
@@ -172,14 +206,20 @@ def build(
     a, p, free = assumptions, prices, _Free(tier)
     report = CostReport(assumptions=a, fires=monthly_fires(jobs))
     add = report.lines.append
-    fires = sum(report.fires.values())
     by_name = {job.name: job for job in jobs}
-    seconds = {
-        name: monitor_seconds(job) if name == MONITOR else a.seconds_by_job.get(name, a.job_seconds)
-        for name, job in by_name.items()
-    }
+    runs = {name: float(report.fires[name]) for name in by_name}
+    seconds = {name: a.seconds_by_job.get(name, a.job_seconds) for name in by_name}
+    monitor = by_name.get(MONITOR)
+    woken = None
+    if monitor is not None:
+        woken = monitor_runs(monitor, report.fires[MONITOR], a)
+        full, idle = monitor_seconds(monitor), monitor_seconds(monitor, idle=True)
+        runs[MONITOR] = float(woken.active + woken.idle + woken.woken)
+        seconds[MONITOR] = ((woken.active + woken.woken) * full + woken.idle * idle) / runs[MONITOR]
+    fires = sum(report.fires.values())
+    requests = sum(runs.values())
     job_metrics = sum(a.metrics_by_job.get(name, a.metrics_per_job) for name in by_name)
-    gb_seconds = sum(report.fires[n] * seconds[n] * by_name[n].memory_mb / 1024 for n in by_name)
+    gb_seconds = sum(runs[n] * seconds[n] * by_name[n].memory_mb / 1024 for n in by_name)
 
     def line(part: str, item: str, quantity: float, unit: str, price: float, allowance: str | None) -> None:
         billable = free.take(allowance, quantity) if allowance else quantity
@@ -189,7 +229,8 @@ def build(
 
     line(SCHEDULES, "EventBridge Scheduler invocations", fires, "invocations", p.scheduler_per_invocation,
          "scheduler_invocations")  # fmt: skip
-    line(SCHEDULES, "Lambda requests (every job)", fires, "requests", p.lambda_per_request, "lambda_requests")
+    line(SCHEDULES, "Lambda requests (every job)", requests, "requests", p.lambda_per_request,
+         "lambda_requests")  # fmt: skip
     line(
         SCHEDULES,
         "Lambda compute (every job)",
@@ -198,9 +239,7 @@ def build(
         p.lambda_per_gb_second,
         "lambda_gb_seconds",
     )
-    monitor = by_name.get(MONITOR)
-    if monitor is not None:
-        samples = int(monitor.environment.get("SAMPLES", DEFAULT_SAMPLES))
+    if woken is not None:
         line(
             SCHEDULES,
             "scaling signal: monitor metrics",
@@ -209,7 +248,7 @@ def build(
             p.metric_per_month,
             "metrics",
         )
-        line(SCHEDULES, "scaling signal: PutMetricData", report.fires[MONITOR] * samples, "requests",
+        line(SCHEDULES, "scaling signal: PutMetricData", woken.readings, "requests",
              p.put_metric_data_per_request, "api_requests")  # fmt: skip
         line(SCHEDULES, "scaling signal: scale-out alarm (high resolution)", a.queues, "alarm metrics",
              p.alarm_high_resolution_per_month, "alarms")  # fmt: skip

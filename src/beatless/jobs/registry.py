@@ -41,6 +41,8 @@ class Need(enum.StrEnum):
     INGESTION_READ = "ingestion_read"
     # List and delete staging objects and graph backups; scan the graph registry (last backups).
     DATA_RETENTION = "data_retention"
+    # lambda:InvokeFunction on the worker monitor: a producer wakes it (`beatless.queues.wake`).
+    WAKE_MONITOR = "wake_monitor"
 
 
 class JobClock(enum.StrEnum):
@@ -141,14 +143,17 @@ def build_jobs(*, monthly_allocation: MonthlyTime = MONTHLY_ALLOCATION) -> tuple
             schedule=Schedule("rate(1 minute)"),
             period_seconds=MINUTE,
             # 6 readings 10 s apart fill the minute; the handler stops sampling
-            # early when its remaining time runs low.
+            # early when its remaining time runs low. One reading when the first finds no
+            # task and no worker: producers wake it when work arrives (`beatless.queues.wake`).
             timeout_seconds=75,
             memory_mb=256,
             needs=frozenset({Need.BROKER, Need.METRICS, Need.ECS_READ}),
             # A late reading is worthless: the next minute's run replaces it.
             retry=RetryPolicy(scheduler_attempts=0, max_event_age_seconds=60, lambda_async_retries=0),
             idempotency="Publishes readings only; a duplicate run adds datapoints and changes nothing else.",
-            environment=MappingProxyType({"SAMPLES": "6", "SAMPLE_INTERVAL_SECONDS": "10"}),
+            environment=MappingProxyType(
+                {"SAMPLES": "6", "SAMPLE_INTERVAL_SECONDS": "10", "IDLE_SAMPLES": "1"}
+            ),
         ),
         Job(
             name="credit_reservation_cleanup",
@@ -418,7 +423,7 @@ def build_jobs(*, monthly_allocation: MonthlyTime = MONTHLY_ALLOCATION) -> tuple
             period_seconds=5 * MINUTE,
             timeout_seconds=120,
             memory_mb=256,
-            needs=frozenset({Need.BROKER, Need.INGESTION_READ}),
+            needs=frozenset({Need.BROKER, Need.INGESTION_READ, Need.WAKE_MONITOR}),
             # A retry sends nothing twice (the markers); the next run finds what a failed one left.
             retry=RetryPolicy(scheduler_attempts=1, max_event_age_seconds=5 * MINUTE, lambda_async_retries=1),
             idempotency=(

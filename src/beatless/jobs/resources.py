@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
     from beatless.db.connect import Database
     from beatless.queues.connection import Broker
+    from beatless.queues.wake import MonitorWaker
 
 DEFAULT_SAFETY_MARGIN_MS = 10_000
 # Everything `Resources` reads; a change of any of these builds new resources.
@@ -58,6 +59,7 @@ ENVIRONMENT = (
     "GRAPH_API_KEY_SECRET_ARN",
     "GRAPH_API_KEY",
     "JOB_SAFETY_MARGIN_MS",
+    "MONITOR_FUNCTION_NAME",
 )
 
 
@@ -73,6 +75,8 @@ class Resources:
         self._lock = threading.Lock()
         self._database: Database | None = None
         self._broker: Broker | None = None
+        self._waker: MonitorWaker | None = None
+        self._waker_read = False
         self._graph_api_key: str | None = None
 
     def database(self, job: Job) -> Database:
@@ -150,6 +154,16 @@ class Resources:
             if self._graph_api_key is None:
                 self._graph_api_key = api_key_from_env(self.env, self.secretsmanager)
             return self._graph_api_key
+
+    def monitor_waker(self) -> MonitorWaker | None:
+        """`Need.WAKE_MONITOR`: wakes `MONITOR_FUNCTION_NAME` (None where it is unset: locally
+        the runner is the monitor)."""
+        from beatless.queues.wake import waker_from_env
+
+        with self._lock:
+            if not self._waker_read:
+                self._waker, self._waker_read = waker_from_env(self.env), True
+            return self._waker
 
     def secretsmanager(self) -> Any:
         from beatless.aws import client

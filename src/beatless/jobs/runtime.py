@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from mypy_boto3_scheduler import EventBridgeSchedulerClient
 
     from beatless.queues.connection import Broker
+    from beatless.queues.wake import MonitorWaker
 
 REMAINING_COUNT = "remaining"  # published as the metric Remaining
 
@@ -151,6 +152,10 @@ class JobContext:
     def graph_api_key(self) -> str:
         self._require(Need.GRAPH_API)
         return self.resources.graph_api_key()
+
+    def monitor_waker(self) -> MonitorWaker | None:
+        self._require(Need.WAKE_MONITOR)
+        return self.resources.monitor_waker()
 
     def add(self, name: str, n: int) -> None:
         """Count `n` committed effects under `name` (snake_case; it becomes a metric)."""

@@ -173,6 +173,8 @@ def _need_environment(need: Need, system: LocalSystem) -> dict[str, str | None]:
         }
     if need is Need.EC2_READ:
         return {}
+    if need is Need.WAKE_MONITOR:  # the local runner is the monitor, sampling all the time
+        return {"MONITOR_FUNCTION_NAME": None}
     raise ConfigurationError(f"no local environment for the need {need.value!r}")
 
 

@@ -116,11 +116,24 @@ class Reading:
         return not self.errors
 
 
+def is_idle(reading: Reading) -> bool:
+    """No task pending or reserved on any queue, and no worker task running or desired
+    (False when either could not be read)."""
+    return (
+        reading.depth is not None
+        and reading.service is not None
+        and all(q.pending == 0 and q.reserved == 0 for q in reading.depth.queues.values())
+        and reading.service.running == 0
+        and reading.service.desired == 0
+    )
+
+
 @dataclass
 class RunSummary:
     readings: int = 0
     failed_readings: int = 0
     errors: int = 0
+    idle: bool = False  # the first reading found the service idle (and IDLE_SAMPLES applied)
     last_depth: DepthReading | None = None
     last_service: ServiceCounts | None = None
     error_messages: list[str] = field(default_factory=list)
@@ -241,10 +254,14 @@ class Monitor:
         remaining_ms: Callable[[], int] | None = None,
         reserve_seconds: float = DEFAULT_RESERVE_SECONDS,
         on_reading: Callable[[Reading], None] | None = None,
+        idle_samples: int | None = None,
+        on_more: Callable[[float], None] | None = None,
     ) -> RunSummary:
-        """Up to `samples` readings at start + i * interval. A slot that has
-        already passed (a slow reading) is skipped rather than crowded in.
-        Raises `MonitorFailedError` at the end if any reading failed."""
+        """Up to `samples` readings at start + i * interval — `idle_samples` when the first
+        finds the service idle (`is_idle`). A slot that has already passed (a slow reading)
+        is skipped rather than crowded in. `on_more(seconds)` is told, after each reading
+        but the last, that the next is due within `seconds`. Raises `MonitorFailedError`
+        at the end if any reading failed."""
         summary = RunSummary()
         start = self.clock.monotonic()
         slot = 0
@@ -267,7 +284,12 @@ class Monitor:
             self._record(summary, reading)
             if on_reading is not None:
                 on_reading(reading)
+            if slot == 0 and idle_samples is not None and is_idle(reading):
+                samples = min(samples, idle_samples)
+                summary.idle = True
             slot += 1
+            if slot < samples and on_more is not None:
+                on_more(start + slot * interval_seconds - self.clock.monotonic())
         if summary.failed_readings:
             raise MonitorFailedError(
                 f"{summary.failed_readings} of {summary.readings} readings failed: "

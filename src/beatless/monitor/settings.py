@@ -18,7 +18,9 @@ MAX_SAMPLES = 60  # one reading a second for a minute is the finest that makes s
 DEFAULT_SAMPLES = 6
 DEFAULT_SAMPLE_INTERVAL_SECONDS = 10.0
 # The variables `MonitorSettings` reads (the broker's are `BROKER_ENVIRONMENT`).
-ENVIRONMENT = ("METRICS_NAMESPACE", "ECS_CLUSTER", "ECS_SERVICE", "SAMPLES", "SAMPLE_INTERVAL_SECONDS")
+ENVIRONMENT = (
+    "METRICS_NAMESPACE", "ECS_CLUSTER", "ECS_SERVICE", "SAMPLES", "SAMPLE_INTERVAL_SECONDS", "IDLE_SAMPLES"
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class MonitorSettings:
     ecs_service: str | None = None
     samples: int = DEFAULT_SAMPLES
     sample_interval_seconds: float = DEFAULT_SAMPLE_INTERVAL_SECONDS
+    # Readings when the first one finds the service idle (None: SAMPLES); see `beatless.queues.wake`.
+    idle_samples: int | None = None
 
     @property
     def ecs_configured(self) -> bool:
@@ -37,17 +41,23 @@ class MonitorSettings:
     def from_env(cls, env: Env) -> MonitorSettings:
         """`METRICS_NAMESPACE` (default Beatless/Workers), `ECS_CLUSTER` + `ECS_SERVICE`
         (both or neither), `SAMPLES` (1-60, default 6), `SAMPLE_INTERVAL_SECONDS` (1-60,
-        default 10)."""
+        default 10), `IDLE_SAMPLES` (1 to SAMPLES; default SAMPLES: readings when the first
+        finds no task and no worker — only with ECS_CLUSTER, which shows the workers)."""
         cluster = env_str(env, "ECS_CLUSTER")
         service = env_str(env, "ECS_SERVICE")
         if (cluster is None) != (service is None):
             missing = "ECS_SERVICE" if service is None else "ECS_CLUSTER"
             raise InvalidInputError(missing, "is required when the other of ECS_CLUSTER/ECS_SERVICE is set")
+        samples = env_int(env, "SAMPLES", DEFAULT_SAMPLES, minimum=1, maximum=MAX_SAMPLES)
+        # Without ECS the monitor cannot see the workers, never finds the service idle, and
+        # takes SAMPLES every run.
+        idle_samples = env_int(env, "IDLE_SAMPLES", 0, minimum=1, maximum=samples) or None
         return cls(
             namespace=env_str(env, "METRICS_NAMESPACE", DEFAULT_NAMESPACE) or DEFAULT_NAMESPACE,
             ecs_cluster=cluster,
             ecs_service=service,
-            samples=env_int(env, "SAMPLES", DEFAULT_SAMPLES, minimum=1, maximum=MAX_SAMPLES),
+            samples=samples,
+            idle_samples=idle_samples,
             sample_interval_seconds=env_float(
                 env, "SAMPLE_INTERVAL_SECONDS", DEFAULT_SAMPLE_INTERVAL_SECONDS, minimum=1, maximum=60
             ),
