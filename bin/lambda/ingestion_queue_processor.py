@@ -29,6 +29,12 @@ def work_for(env: Env) -> Work:
 
     def work(ctx: JobContext) -> JobOutcome:
         broker = ctx.broker
+        waker, woken = ctx.monitor_waker(), []
+
+        def wake() -> None:  # right after a send: a run that fails later has woken it already
+            if waker is not None:
+                woken.append(waker(broker.client(), broker.options.global_keyprefix))
+
         counts, sent = process(
             ctx.s3(),
             broker.client(),
@@ -36,12 +42,11 @@ def work_for(env: Env) -> Work:
             uploads_bucket=uploads,
             staging_bucket=staging,
             dry_run=ctx.dry_run,
+            on_sent=wake,
         )
         for name, n in counts.as_dict().items():
             ctx.add(name, n)
-        waker = ctx.monitor_waker()
-        woke = bool(counts.enqueued and waker is not None and waker(broker.client()))
-        return JobOutcome(remaining=None, details={"sent": sent[:100], "monitor_woken": woke})
+        return JobOutcome(remaining=None, details={"sent": sent[:100], "monitor_woken": any(woken)})
 
     return work
 

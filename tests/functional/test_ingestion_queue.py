@@ -133,3 +133,27 @@ def test_eight_concurrent_runs_send_each_batch_once(buckets: Any, redis_url: str
     assert sum(r["counts"]["enqueued"] for r in results) == 12
     ids = [body(m)[1]["operation_id"] for m in queued(redis_url)]
     assert sorted(ids) == sorted(f"stage_files:g1:b{i}" for i in range(12))
+
+
+def test_a_run_that_sends_wakes_the_idle_worker_monitor_once(
+    buckets: Any, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from beatless.aws import reset_clients
+    from tests.support.lambda_endpoint import lambda_endpoint
+
+    for n in range(3):
+        upload_batch(buckets, "g1", f"b{n}")
+    with lambda_endpoint({"beatless-worker-monitor": lambda event, context: {"woken": event}}) as endpoint:
+        monkeypatch.setenv("MONITOR_FUNCTION_NAME", "beatless-worker-monitor")
+        monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", endpoint.url)
+        reset_clients()
+        reset_resources()
+        first = run()
+        assert first["counts"]["enqueued"] == 3 and first["monitor_woken"] is True
+        (woken,) = endpoint.invocations  # three sends, one wake
+        assert (woken.function, woken.invocation_type) == ("beatless-worker-monitor", "Event")
+        redis.Redis.from_url(redis_url).delete("beatless:monitor:wake")
+        again = run()  # nothing sent: nothing to wake for
+        assert again["counts"]["enqueued"] == 0 and again["monitor_woken"] is False
+        assert len(endpoint.invocations) == 1
+    reset_clients()

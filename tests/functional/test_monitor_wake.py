@@ -24,7 +24,7 @@ from beatless import credits, metrics
 from beatless.aws import client, reset_clients
 from beatless.errors import InvalidInputError
 from beatless.queues.transport import TransportOptions
-from beatless.queues.wake import SAMPLING_KEY, WAKE_KEY, claim_wake
+from beatless.queues.wake import SAMPLING_KEY, WAKE_KEY, claim_wake, mark_sampling
 from tests.functional.test_task_api import SCHEMA, environment, queued
 from tests.support.jobs import graph
 from tests.support.lambda_context import FakeLambdaContext
@@ -147,3 +147,12 @@ def test_a_wake_the_lambda_api_refuses_loses_no_task_and_is_logged(
     assert len(queued(redis_url)) == 1  # the task is on its queue; the next scheduled reading finds it
     assert any("wake failed: the worker monitor was not invoked" in r.getMessage() for r in caplog.records)
     assert redis.Redis.from_url(redis_url).exists(WAKE_KEY) == 1  # and nobody hammers the API meanwhile
+
+
+def test_deployments_sharing_a_redis_through_key_prefixes_wake_their_own_monitors(redis_url: str) -> None:
+    broker = redis.Redis.from_url(redis_url)
+    mark_sampling(broker, 5, prefix="prod:")
+    assert not claim_wake(broker, prefix="prod:")  # prod's monitor samples
+    assert claim_wake(broker, prefix="staging:")  # staging's does not: woken
+    assert not claim_wake(broker, prefix="staging:")  # once per hold
+    assert broker.exists("prod:" + SAMPLING_KEY, "staging:" + WAKE_KEY) == 2

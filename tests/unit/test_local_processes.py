@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from beatless.local.processes import ProcessTable, alive, start_time
 
 
@@ -63,6 +65,7 @@ def test_a_reused_pid_is_left_alone_and_a_stopped_process_is_forgotten(tmp_path:
         )
         assert table.stop_leftovers(grace=0.5) == []
         assert bystander.poll() is None  # still running
+        assert not alive(bystander.pid, None)  # a start time not known is never taken for ours
         table.add("postgres", bystander.pid, signal.SIGINT)
         bystander.kill()
         bystander.wait(5)
@@ -70,3 +73,30 @@ def test_a_reused_pid_is_left_alone_and_a_stopped_process_is_forgotten(tmp_path:
         assert table.entries() == []
     finally:
         bystander.kill()
+
+
+def test_a_state_directory_is_made_by_beatless_local_locked_by_one_run_and_wiped_unless_resumed(
+    tmp_path: Path,
+) -> None:
+    from beatless.errors import InvalidInputError
+    from beatless.local.runner import prepare_state
+
+    home = tmp_path / "home"
+    (home / "logs").mkdir(parents=True)
+    (home / "logs" / "keep.txt").write_text("mine")
+    with pytest.raises(InvalidInputError) as refused:
+        prepare_state(home, resume=False)  # somebody's directory: nothing deleted in it
+    assert refused.value.field == "--state-dir" and (home / "logs" / "keep.txt").read_text() == "mine"
+
+    state_dir = tmp_path / "state"
+    first = prepare_state(state_dir, resume=False)
+    (state_dir / "redis").mkdir()
+    (state_dir / "redis" / "appendonly.aof").write_text("queued")
+    with pytest.raises(InvalidInputError, match="another `beatless local` runs"):
+        prepare_state(state_dir, resume=True)  # the first run holds it
+    first.lock.close()
+    resumed = prepare_state(state_dir, resume=True)
+    assert (state_dir / "redis" / "appendonly.aof").read_text() == "queued"  # kept for --resume
+    resumed.lock.close()
+    prepare_state(state_dir, resume=False).lock.close()
+    assert not (state_dir / "redis").exists()  # a clean start

@@ -77,7 +77,7 @@ class TaskApi:
     transport: TransportOptions = field(default_factory=TransportOptions)
     clock: Callable[[], float] = time.time
     # After a message is sent: wakes an idle worker monitor (`beatless.queues.wake`; None: none to wake).
-    wake: Callable[[Any], bool] | None = None
+    wake: Callable[[Any, str], bool] | None = None
 
     # -- launch -----------------------------------------------------------------------------
 
@@ -158,7 +158,7 @@ class TaskApi:
             ) from error
         launches.mark_sent(self.database(), task.id)
         if self.wake is not None:
-            self.wake(self.redis())
+            self.wake(self.redis(), self.transport.global_keyprefix)
 
     # -- status -----------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,9 +118,10 @@ def process(
     uploads_bucket: str,
     staging_bucket: str,
     dry_run: bool,
+    on_sent: Callable[[], object] | None = None,
 ) -> tuple[Counts, list[str]]:
     """Send every pending batch once; the counts and the operation ids sent (or, in a dry
-    run, that would be sent)."""
+    run, that would be sent). `on_sent()` follows each send (the worker monitor's wake)."""
     counts = Counts()
     sent: list[str] = []
     for batch in batches(s3, uploads_bucket):
@@ -141,6 +142,8 @@ def process(
         if send_once(client, transport, STAGE_FILES_TASK, batch.task_id, INGEST_QUEUE, kwargs=kwargs):
             counts.enqueued += 1
             sent.append(batch.operation_id)
+            if on_sent is not None:
+                on_sent()
         else:
             counts.already_enqueued += 1
     return counts, sent

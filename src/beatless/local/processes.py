@@ -35,8 +35,9 @@ def _stat(pid: int) -> list[str]:
 
 
 def alive(pid: int, started: int | None) -> bool:
+    """`pid` is still the process that started at `started` (unknown start: never taken for ours)."""
     now = start_time(pid)
-    if now is None or (started is not None and now != started):
+    if now is None or started is None or now != started:
         return False  # gone, or the pid was reused by another process
     with contextlib.suppress(OSError):
         return _stat(pid)[0] != "Z"  # a zombie has exited

@@ -27,12 +27,14 @@ so the run takes about a minute; everything else is the deployed code.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -46,6 +48,7 @@ from typing import Any, TextIO, cast
 
 from beatless import metrics
 from beatless.aws import reset_clients
+from beatless.errors import InvalidInputError
 from beatless.local import watch
 from beatless.local.demo import Demo, DemoReport
 from beatless.local.graph_plane import GraphPlaneReport, start_graph_plane
@@ -337,8 +340,10 @@ def run(options: LocalOptions, out: TextIO = sys.stdout) -> RunReport:
     for entry in state.leftovers:
         print(f"stopped {entry.name} (pid {entry.pid}), left running by an earlier run", file=out, flush=True)
     with contextlib.ExitStack() as stack:
+        stack.callback(state.lock.close)
         stack.callback(state.processes.forget_stopped)  # last: after every process was stopped
         if threading.current_thread() is threading.main_thread():
+            stack.callback(signal.signal, signal.SIGINT, signal.getsignal(signal.SIGINT))
             for signum in STOP_SIGNALS:
                 stack.callback(signal.signal, signum, signal.signal(signum, _interrupt))
         view = None
@@ -356,6 +361,10 @@ def run(options: LocalOptions, out: TextIO = sys.stdout) -> RunReport:
             _run(options, state, stack, report, timeline, lines, view)
         except KeyboardInterrupt:
             report.interrupted = True
+            if threading.current_thread() is threading.main_thread():
+                # A second Ctrl-C must not cut the clean-up short (the handlers come back after it).
+                for signum in (signal.SIGINT, *STOP_SIGNALS):
+                    signal.signal(signum, signal.SIG_IGN)
     if timeline.points and options.plot:
         from beatless.local.plot import plot_png
 
@@ -389,6 +398,7 @@ class LocalState:
     dir: Path
     processes: ProcessTable
     leftovers: list[Any]
+    lock: Any = None  # the open lock file: the directory is this run's while it is open
 
     @property
     def database_dir(self) -> Path:
@@ -397,14 +407,43 @@ class LocalState:
         if os.geteuid() != 0:
             return self.dir / "postgres"
         digest = hashlib.sha256(str(self.dir).encode()).hexdigest()[:12]
-        return Path(tempfile.gettempdir()) / f"beatless-local-{digest}" / "postgres"
+        return _private_dir(Path(tempfile.gettempdir()) / f"beatless-local-{digest}") / "postgres"
+
+
+STATE_MARK = ".beatless-local"  # in a directory `beatless local` made its state directory
+
+
+def _private_dir(path: Path) -> Path:
+    """`path`, a directory root made (others may pass through it, not list it); refuses one
+    anybody else made or a symbolic link (/tmp is shared)."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o711)
+    found = path.lstat()
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.geteuid():
+        raise InvalidInputError("--state-dir", f"{path} exists and is not a directory of this user's")
+    path.chmod(0o711)
+    return path
 
 
 def prepare_state(directory: Path, *, resume: bool) -> LocalState:
-    """Stop what an earlier run left running (by pid); start clean unless `resume`."""
+    """Lock the state directory, stop what an earlier run left running (by pid); start
+    clean unless `resume`. Refuses a non-empty directory it did not make (it deletes in it)."""
     directory.mkdir(parents=True, exist_ok=True)
+    mark = directory / STATE_MARK
+    if not mark.exists():
+        if any(directory.iterdir()):
+            raise InvalidInputError(
+                "--state-dir", f"{directory} is not empty and not a state directory of `beatless local`"
+            )
+        mark.write_text("the state of `beatless local` runs: data, logs, pids.json, the plot\n")
+    lock = (directory / ".lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise InvalidInputError("--state-dir", f"another `beatless local` runs on {directory}") from None
     processes = ProcessTable(directory)
-    state = LocalState(directory.resolve(), processes, processes.stop_leftovers())
+    state = LocalState(directory.resolve(), processes, processes.stop_leftovers(), lock)
     clear = [directory / "graph-plane", directory / "logs"]
     if not resume:
         clear += [directory / "redis", state.database_dir]
@@ -499,7 +538,12 @@ def _run(
     )
     stack.callback(workers.stop_all)
 
-    sent = client.get(BURST_KEY)
+    raw: Any = client.get(BURST_KEY)
+    sent = raw.decode() if isinstance(raw, bytes) else raw
+    if options.resume and sent is not None and sent.startswith("sending"):
+        raise InvalidInputError(
+            "--resume", "the earlier run was stopped while it sent its burst (part of it went): start clean"
+        )
     if options.resume and sent is not None:
         report.tasks = int(sent)
         print(
@@ -511,6 +555,7 @@ def _run(
     else:
         print(f"enqueueing {options.tasks} tasks across graph/ingest/default and 6 priority levels ...",
               file=out, flush=True)  # fmt: skip
+        client.set(BURST_KEY, f"sending {options.tasks}")
         subprocess.run(
             [sys.executable, "-m", "worker.burst", "--tasks", str(options.tasks), "--steps",
              str(options.steps), "--step-seconds", str(options.step_seconds), "--subject", "local"],

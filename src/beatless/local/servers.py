@@ -19,7 +19,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -50,6 +50,17 @@ def _terminate(proc: subprocess.Popen[bytes] | None, grace: float = 5.0) -> None
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(grace)
+
+
+def _started(proc: subprocess.Popen[bytes], wait: Callable[[], None]) -> None:
+    """`wait` for `proc` to serve; on any failure or interrupt stop it (it runs in its own
+    session: nothing else would) and re-raise."""
+    try:
+        wait()
+    except BaseException:
+        proc.kill()
+        proc.wait(10)
+        raise
 
 
 def _require_binary(name: str, hint: str) -> str:
@@ -94,7 +105,7 @@ class RedisServer:
             args += ["--requirepass", self.password]
         log = (self.dir / "redis.log").open("ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        _wait_for_port(self.port, 10, self.proc)
+        _started(self.proc, lambda: _wait_for_port(self.port, 10, self.proc))
         return self
 
     def stop(self) -> None:
@@ -182,10 +193,15 @@ class PostgresServer:
             f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
-        self._run([
-            str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", opts,
-            "-l", str(self.base / "postgres.log"), "-w", "-t", "30", "start",
-        ])  # fmt: skip
+        try:
+            self._run([
+                str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", opts,
+                "-l", str(self.base / "postgres.log"), "-w", "-t", "30", "start",
+            ])  # fmt: skip
+        except BaseException:  # Ctrl-C while it starts: the server, in its own session, would outlive us
+            with contextlib.suppress(subprocess.CalledProcessError):
+                self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"])
+            raise
         return self
 
     def stop(self) -> None:
@@ -228,7 +244,7 @@ class MotoServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        _wait_for_port(self.port, 30, self.proc)
+        _started(self.proc, lambda: _wait_for_port(self.port, 30, self.proc))
         return self
 
     def reset(self) -> None:

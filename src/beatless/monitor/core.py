@@ -259,8 +259,8 @@ class Monitor:
     ) -> RunSummary:
         """Up to `samples` readings at start + i * interval — `idle_samples` when the first
         finds the service idle (`is_idle`). A slot that has already passed (a slow reading)
-        is skipped rather than crowded in. `on_more(seconds)` is told, after each reading
-        but the last, that the next is due within `seconds`. Raises `MonitorFailedError`
+        is skipped rather than crowded in. `on_more(seconds)` is told, before waiting for each
+        reading after the first, that it is due within `seconds`. Raises `MonitorFailedError`
         at the end if any reading failed."""
         summary = RunSummary()
         start = self.clock.monotonic()
@@ -278,6 +278,8 @@ class Monitor:
                         "stopping after %d readings: %.1f s of Lambda time left", summary.readings, left
                     )
                     break
+            if slot > 0 and on_more is not None:
+                on_more(wait)  # a reading is coming: producers need not wake this monitor
             if wait > 0:
                 self.clock.sleep(wait)
             reading = self.reading()
@@ -288,8 +290,6 @@ class Monitor:
                 samples = min(samples, idle_samples)
                 summary.idle = True
             slot += 1
-            if slot < samples and on_more is not None:
-                on_more(start + slot * interval_seconds - self.clock.monotonic())
         if summary.failed_readings:
             raise MonitorFailedError(
                 f"{summary.failed_readings} of {summary.readings} readings failed: "

@@ -84,6 +84,6 @@ def _mark_sampling(broker: Broker, seconds: float, logger: Any) -> None:
     """Producers need not wake a monitor that samples (`beatless.queues.wake`); a marker
     Redis refuses only costs an early wake, never a reading."""
     try:
-        mark_sampling(broker.client(), seconds)
+        mark_sampling(broker.client(), seconds, broker.options.global_keyprefix)
     except Exception as error:
         logger.warning("sampling marker not set (%s: %s)", type(error).__name__, error)

@@ -66,7 +66,7 @@ ROUTE_CACHE_SUFFIX = ":beatless-routes"
 # the cache's write commands only on route caches (a Redis 7 selector).
 MONITOR_ACL_RULES = (
     "resetkeys ~* resetchannels -@all +evalsha +script|load +llen +hkeys +hget +hlen +hmget +ttl "
-    f"(~*{ROUTE_CACHE_SUFFIX} +hset +unlink +expire) (~beatless:monitor:sampling +set)"
+    f"(~*{ROUTE_CACHE_SUFFIX} +hset +unlink +expire) (~*beatless:monitor:sampling +set)"
 )
 
 log = logging.getLogger(__name__)

@@ -31,6 +31,7 @@ MONITOR_JOB = "worker_monitor"  # the registry job woken
 SAMPLING_KEY = "beatless:monitor:sampling"
 WAKE_KEY = "beatless:monitor:wake"
 WAKE_HOLD_MS = 10_000
+INVOKE_TIMEOUT_SECONDS = 2.0
 SAMPLING_MARGIN_SECONDS = 2.0  # the marker outlives the wait for the next reading by this much
 
 # KEYS: sampling marker, wake marker; ARGV: hold (ms). 1: this caller wakes the monitor.
@@ -43,16 +44,17 @@ return 0
 log = logging.getLogger(__name__)
 
 
-def mark_sampling(client: Any, next_reading_in_seconds: float) -> None:
-    """The monitor takes another reading within `next_reading_in_seconds`: nobody wakes it."""
-    ttl_ms = int((next_reading_in_seconds + SAMPLING_MARGIN_SECONDS) * 1000)
-    client.set(SAMPLING_KEY, "1", px=ttl_ms)
+def mark_sampling(client: Any, next_reading_in_seconds: float, prefix: str = "") -> None:
+    """The monitor takes another reading within `next_reading_in_seconds`: nobody wakes it.
+    `prefix`: the transport's `global_keyprefix` (deployments sharing a Redis stay apart)."""
+    ttl_ms = int((max(next_reading_in_seconds, 0.0) + SAMPLING_MARGIN_SECONDS) * 1000)
+    client.set(prefix + SAMPLING_KEY, "1", px=ttl_ms)
 
 
-def claim_wake(client: Any, hold_ms: int = WAKE_HOLD_MS) -> bool:
+def claim_wake(client: Any, hold_ms: int = WAKE_HOLD_MS, prefix: str = "") -> bool:
     """True when the caller should wake the monitor: it is not sampling, and nobody woke
     it in the last `hold_ms`."""
-    return bool(client.eval(_CLAIM, 2, SAMPLING_KEY, WAKE_KEY, hold_ms))
+    return bool(client.eval(_CLAIM, 2, prefix + SAMPLING_KEY, prefix + WAKE_KEY, hold_ms))
 
 
 def waker_from_env(env: Mapping[str, str]) -> MonitorWaker | None:
@@ -64,7 +66,8 @@ def waker_from_env(env: Mapping[str, str]) -> MonitorWaker | None:
     def lambda_client() -> Any:
         from beatless.aws import client
 
-        return client("lambda")
+        # On a producer's request path: a slow Lambda API must not hold a launch for long.
+        return client("lambda", read_timeout=INVOKE_TIMEOUT_SECONDS, attempts=1)
 
     return MonitorWaker(name, lambda_client)
 
@@ -78,10 +81,10 @@ class MonitorWaker:
     hold_ms: int = WAKE_HOLD_MS
     _client: Any = field(default=None, init=False, repr=False)
 
-    def __call__(self, broker: Any) -> bool:
+    def __call__(self, broker: Any, prefix: str = "") -> bool:
         """After a task was sent: wake the monitor if it idles. True when it was invoked."""
         try:
-            if not claim_wake(broker, self.hold_ms):
+            if not claim_wake(broker, self.hold_ms, prefix):
                 return False
             if self._client is None:
                 self._client = self.lambda_client()
