@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import io
+import shutil
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -39,8 +41,10 @@ def main() -> int:
         options = LocalOptions(
             tasks=args.tasks, steps=1, step_seconds=0.2, sample_interval_seconds=args.sample_interval,
             max_workers=2, timeout_seconds=180, graph_nodes=0, demo=False, schedule_speed=0, task_api=False,
+            state_dir=Path(tempfile.mkdtemp(prefix="beatless-bench-")),
         )  # fmt: skip
         report = run(options, out=io.StringIO())
+        shutil.rmtree(options.state_dir, ignore_errors=True)
         if not report.ok or None in (report.first_consumed_after_seconds, report.scaled_in_after_seconds):
             failures += 1
             print(f"run {n + 1}: WRONG {report.as_dict()}")
