@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,10 +20,18 @@ import pytest
 from beatless.errors import InvalidInputError
 from beatless.ingestion import sample
 from beatless.local.demo import MIN_NMI
-from beatless.local.runner import LocalOptions, run
+from beatless.local.runner import LocalOptions, database_home, run
 
 
-def test_local_run_scales_out_drains_and_scales_in(tmp_path: Path) -> None:
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Iterator[Path]:
+    """The run's state directory, and its database wherever it lives (as root: under /tmp)."""
+    yield tmp_path
+    shutil.rmtree(database_home(tmp_path), ignore_errors=True)
+
+
+def test_local_run_scales_out_drains_and_scales_in(state_dir: Path) -> None:
+    tmp_path = state_dir
     out = io.StringIO()
     report = run(
         LocalOptions(tasks=24, steps=1, step_seconds=0.3, sample_interval_seconds=1.0, max_workers=3,

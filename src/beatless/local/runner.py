@@ -402,12 +402,24 @@ class LocalState:
 
     @property
     def database_dir(self) -> Path:
-        """`postgres/` here; as root, a directory under /tmp named after this one: the server
-        runs as the postgres user (initdb refuses root), who cannot reach into root's home."""
-        if os.geteuid() != 0:
-            return self.dir / "postgres"
-        digest = hashlib.sha256(str(self.dir).encode()).hexdigest()[:12]
-        return _private_dir(Path(tempfile.gettempdir()) / f"beatless-local-{digest}") / "postgres"
+        return database_dir(self.dir)
+
+
+def database_home(state_dir: Path) -> Path:
+    """The directory that holds the PostgreSQL cluster of `state_dir` (`postgres/`): `state_dir`;
+    as root, a directory under /tmp named after it: the server runs as the postgres user
+    (initdb refuses root), who cannot reach into root's home."""
+    state_dir = state_dir.resolve()
+    if os.geteuid() != 0:
+        return state_dir
+    digest = hashlib.sha256(str(state_dir).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"beatless-local-{digest}"
+
+
+def database_dir(state_dir: Path) -> Path:
+    """The cluster's directory, its home made (private, checked) when it is under /tmp."""
+    home = database_home(state_dir)
+    return (home if home == state_dir.resolve() else _private_dir(home)) / "postgres"
 
 
 STATE_MARK = ".beatless-local"  # in a directory `beatless local` made its state directory
@@ -446,7 +458,7 @@ def prepare_state(directory: Path, *, resume: bool) -> LocalState:
     state = LocalState(directory.resolve(), processes, processes.stop_leftovers(), lock)
     clear = [directory / "graph-plane", directory / "logs"]
     if not resume:
-        clear += [directory / "redis", state.database_dir]
+        clear += [directory / "redis", database_home(directory) / "postgres"]
     for path in clear:
         shutil.rmtree(path, ignore_errors=True)
     for name in ("logs", "graph-plane"):
