@@ -545,9 +545,7 @@ def _run(
     )
     client = redis.Redis.from_url(broker.url)
     stack.callback(client.close)
-    workers = LocalWorkers(
-        env, root, logdir, presence=lambda: presence.read(client), started=lambda name, pid: track(name, pid)
-    )
+    workers = LocalWorkers(env, root, logdir, presence=lambda: presence.read(client), started=track)
     stack.callback(workers.stop_all)
 
     raw: Any = client.get(BURST_KEY)
